@@ -5,7 +5,7 @@ from typing import Any, TypeAlias
 import jax
 from jax.typing import ArrayLike as _ArrayLike
 
-__all__ = ["Array", "ArrayLike", "ArrayTree", "PRNGKey"]
+__all__ = ["Array", "ArrayLike", "ArrayLikeTree", "ArrayTree", "PRNGKey"]
 
 Array: TypeAlias = jax.Array
 ArrayLike: TypeAlias = _ArrayLike
@@ -13,3 +13,5 @@ ArrayLike: TypeAlias = _ArrayLike
 PRNGKey: TypeAlias = jax.Array
 #: A pytree of arrays (a position may be a dict of arrays of mixed shapes).
 ArrayTree: TypeAlias = Any
+#: A pytree whose leaves are array-like.
+ArrayLikeTree: TypeAlias = Any

@@ -1,0 +1,76 @@
+"""numpyro_almc: Annealed Langevin Monte Carlo with diffusion-model (score) priors.
+
+The core is a BlackJAX-style kernel (:func:`almc`), a jitted multi-chain driver
+(:func:`run_almc`) and the schedules of the path (:func:`paper_schedule`,
+:func:`budget_schedule`).
+"""
+
+from numpyro_almc._driver import (
+    ALMCResult,
+    ALMCTrace,
+    chain_keys,
+    initial_positions,
+    run_almc,
+)
+from numpyro_almc._kernel import (
+    ALMCInfo,
+    ALMCState,
+    as_top_level_api,
+    build_kernel,
+    init,
+    standard_normal_score,
+)
+from numpyro_almc._precondition import (
+    DensePreconditioner,
+    DiagonalPreconditioner,
+    LinearOperatorPreconditioner,
+    dense_preconditioner,
+    diagonal_preconditioner,
+    linear_gaussian_preconditioner,
+)
+from numpyro_almc._schedules import (
+    ANNEAL,
+    TAIL,
+    WARM_START,
+    ALMCSchedule,
+    budget_schedule,
+    langevin_schedule,
+    ou_noise_variance,
+    paper_schedule,
+    schedule_at,
+)
+
+#: ``almc(loglikelihood_fn, score_fn, schedule)`` -> a BlackJAX ``SamplingAlgorithm``;
+#: ``almc.init`` and ``almc.build_kernel`` are the pieces, as in BlackJAX.
+almc = as_top_level_api
+almc.init = init
+almc.build_kernel = build_kernel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALMCInfo",
+    "ALMCResult",
+    "ALMCSchedule",
+    "ALMCState",
+    "ALMCTrace",
+    "ANNEAL",
+    "DensePreconditioner",
+    "DiagonalPreconditioner",
+    "LinearOperatorPreconditioner",
+    "TAIL",
+    "WARM_START",
+    "almc",
+    "budget_schedule",
+    "chain_keys",
+    "dense_preconditioner",
+    "diagonal_preconditioner",
+    "initial_positions",
+    "langevin_schedule",
+    "linear_gaussian_preconditioner",
+    "ou_noise_variance",
+    "paper_schedule",
+    "run_almc",
+    "schedule_at",
+    "standard_normal_score",
+]

@@ -1,0 +1,322 @@
+"""A jitted driver: many independent ALMC chains, vmapped, one ``lax.scan``."""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from numpyro_almc._kernel import (
+    ALMCState,
+    build_kernel,
+    init,
+    standard_normal_score,
+)
+from numpyro_almc._schedules import ALMCSchedule, schedule_at
+from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+
+__all__ = ["ALMCResult", "ALMCTrace", "run_almc", "chain_keys", "initial_positions"]
+
+
+class ALMCTrace(NamedTuple):
+    """Per-step diagnostics summarised over chains (one entry per step).
+
+    Attributes
+    ----------
+    time
+        OU time of the drift of each step (``inf`` in the warm start).
+    step_size
+        Step size of each step.
+    num_diverging
+        Number of chains whose step was reverted.
+    mean_loglikelihood
+        Chain average of ``log L`` after the step.
+    """
+
+    time: Array
+    step_size: Array
+    num_diverging: Array
+    mean_loglikelihood: Array
+
+
+class ALMCResult(NamedTuple):
+    """Output of :func:`run_almc` (every array has a leading chain axis).
+
+    Attributes
+    ----------
+    state
+        Final state of every chain; ``state.position`` is the last iterate at ``τ``.
+    window_draw
+        Per chain, one iterate drawn uniformly from the last ``final_window`` steps
+        (the paper's Fisher-divergence guarantee is for this time-averaged law);
+        ``None`` when ``final_window == 0``.
+    trace
+        :class:`ALMCTrace`, per-step diagnostics averaged over chains.
+    path
+        Positions after every ``path_every``-th step, shape ``(chains, kept, ...)``;
+        ``None`` when ``path_every == 0``.
+    num_diverging
+        int32 number of reverted steps of each chain.
+    """
+
+    state: ALMCState
+    window_draw: ArrayTree | None
+    trace: ALMCTrace
+    path: ArrayTree | None
+    num_diverging: Array
+
+
+def chain_keys(rng_key: PRNGKey, num_chains: int) -> Array:
+    """Per-chain keys ``fold_in(rng_key, c)``: chain ``c`` does not depend on how
+    many chains run beside it."""
+    return jax.vmap(lambda c: jax.random.fold_in(rng_key, c))(
+        jnp.arange(num_chains, dtype=jnp.uint32)
+    )
+
+
+def initial_positions(rng_key: PRNGKey, position: ArrayLikeTree, num_chains: int):
+    """``N(0, I)`` draws shaped like ``position`` (one per chain), the paper's start.
+
+    Chain ``c`` uses ``split(fold_in(rng_key, c))[0]``, so it is the same whatever
+    ``num_chains`` is.
+    """
+    leaves, treedef = jax.tree.flatten(position)
+
+    def one(key):
+        keys = jax.random.split(jax.random.split(key)[0], len(leaves))
+        return jax.tree.unflatten(
+            treedef,
+            [
+                jax.random.normal(k, jnp.shape(v), dtype=jnp.result_type(v))
+                for k, v in zip(keys, leaves, strict=True)
+            ],
+        )
+
+    return jax.vmap(one)(chain_keys(rng_key, num_chains))
+
+
+def _run_keys(rng_key, num_chains):
+    return jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_chains))
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "loglikelihood_fn",
+        "score_fn",
+        "reference_score_fn",
+        "num_steps",
+        "final_window",
+        "path_every",
+    ),
+)
+def _run(
+    run_keys,
+    positions,
+    schedule,
+    preconditioner,
+    *,
+    loglikelihood_fn,
+    score_fn,
+    reference_score_fn,
+    num_steps,
+    final_window,
+    path_every,
+):
+    kernel = build_kernel(reference_score_fn)
+    start_time = schedule.times[0]
+    states = jax.vmap(
+        lambda p: init(
+            p,
+            loglikelihood_fn,
+            score_fn,
+            start_time,
+            reference_score_fn=reference_score_fn,
+        )
+    )(positions)
+    window_start = num_steps - final_window
+
+    def one_step(carry, i):
+        states, window = carry
+        # The step index is not batched, so the warm-start branch in the kernel stays
+        # a real branch (no score evaluation) under the vmap over chains.
+        _, next_time, step_size, _ = schedule_at(schedule, i)
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(run_keys)
+
+        def chain_step(key, state):
+            return kernel(
+                key,
+                state,
+                loglikelihood_fn,
+                score_fn,
+                next_time,
+                step_size,
+                preconditioner,
+            )
+
+        states, info = jax.vmap(chain_step)(keys, states)
+        if final_window:
+            # Reservoir sampling of one iterate uniformly from the final window.
+            count = (i - window_start + 1).astype(jnp.float32)
+            u = jax.vmap(
+                lambda k: jax.random.uniform(jax.random.fold_in(k, num_steps + i))
+            )(run_keys)
+            take = (i >= window_start) & (u * count < 1.0)
+            window = jax.tree.map(
+                lambda w, p: jnp.where(take.reshape((-1,) + (1,) * (p.ndim - 1)), p, w),
+                window,
+                states.position,
+            )
+        summary = ALMCTrace(
+            time=info.time[0],
+            step_size=info.step_size[0],
+            num_diverging=jnp.sum(info.is_diverging, dtype=jnp.int32),
+            mean_loglikelihood=jnp.mean(info.loglikelihood),
+        )
+        return (states, window), (summary, info.is_diverging)
+
+    window = positions if final_window else None
+    carry = (states, window)
+    if path_every:
+        num_blocks, remainder = divmod(num_steps, path_every)
+
+        def block(carry, b):
+            carry, out = jax.lax.scan(
+                one_step, carry, b * path_every + jnp.arange(path_every)
+            )
+            return carry, (out, carry[0].position)
+
+        carry, (out, path) = jax.lax.scan(block, carry, jnp.arange(num_blocks))
+        out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+        if remainder:
+            carry, rest = jax.lax.scan(
+                one_step, carry, num_blocks * path_every + jnp.arange(remainder)
+            )
+            out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+        path = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), path)
+    else:
+        carry, out = jax.lax.scan(one_step, carry, jnp.arange(num_steps))
+        path = None
+    (states, window), (trace, diverging) = carry, out
+    return ALMCResult(
+        state=states,
+        window_draw=window,
+        trace=trace,
+        path=path,
+        num_diverging=jnp.sum(diverging, axis=0, dtype=jnp.int32),
+    )
+
+
+def _check_count(name, value, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def run_almc(
+    rng_key: PRNGKey,
+    loglikelihood_fn: Callable[[ArrayTree], Array],
+    score_fn: Callable[[ArrayTree, Array], ArrayTree],
+    schedule: ALMCSchedule,
+    position: ArrayLikeTree,
+    *,
+    num_chains: int = 1,
+    num_steps: int | None = None,
+    preconditioner=None,
+    final_window: int = 0,
+    path_every: int = 0,
+    init_positions: ArrayLikeTree | None = None,
+    reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+) -> ALMCResult:
+    r"""Run ``num_chains`` independent ALMC chains along ``schedule``, jitted.
+
+    Chains start from ``N(0, I)`` (as in the paper) shaped like ``position`` unless
+    ``init_positions`` (with a leading chain axis) is given. Chain ``c`` uses the keys
+    derived from ``fold_in(rng_key, c)``: it is the same draw whether it runs alone or
+    beside others. Only the final state, an optional uniformly random iterate of the
+    final window, per-step diagnostics averaged over chains and (optionally) a thinned
+    path are kept, so memory does not grow with the number of steps.
+
+    Parameters
+    ----------
+    rng_key
+        A JAX PRNG key.
+    loglikelihood_fn, score_fn
+        As in :func:`numpyro_almc.almc`. Pass the same function objects on every call
+        to reuse the compiled run (they are static arguments of the jit).
+    schedule
+        The path. Its arrays are traced: changing step sizes or times (same number
+        of steps) does not recompile.
+    position
+        A position of one chain (shapes and dtypes of the draws).
+    num_chains
+        Number of independent chains (vmapped).
+    num_steps
+        Steps to run; defaults to ``schedule.num_steps``. Extra steps are Langevin at
+        the early-stopping time.
+    preconditioner
+        Optional constant preconditioner ``M`` (see ``linear_gaussian_preconditioner``).
+    final_window
+        Length of the final window from which ``window_draw`` is drawn (0: none).
+    path_every
+        Keep the positions every ``path_every`` steps (0: keep none).
+
+    Returns
+    -------
+    ALMCResult
+
+    Examples
+    --------
+    >>> from numpyro_almc import budget_schedule, run_almc
+    >>> res = run_almc(jax.random.key(0), lambda x: -0.5 * jnp.sum((x - 1) ** 2),
+    ...                lambda x, t: -x, budget_schedule(100), jnp.zeros(3),
+    ...                num_chains=8, final_window=20)
+    >>> res.state.position.shape, res.window_draw.shape
+    ((8, 3), (8, 3))
+    """
+    if not isinstance(schedule, ALMCSchedule):
+        raise TypeError(
+            "`schedule` must be an ALMCSchedule (from paper_schedule or "
+            f"budget_schedule), got {type(schedule).__name__}."
+        )
+    num_chains = _check_count("num_chains", num_chains, 1)
+    num_steps = schedule.num_steps if num_steps is None else num_steps
+    num_steps = _check_count("num_steps", num_steps, 1)
+    final_window = _check_count("final_window", final_window)
+    if final_window > num_steps:
+        raise ValueError(
+            f"`final_window` ({final_window}) cannot exceed num_steps ({num_steps})."
+        )
+    path_every = _check_count("path_every", path_every)
+    if not callable(loglikelihood_fn) or not callable(score_fn):
+        raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
+    if init_positions is None:
+        init_positions = initial_positions(rng_key, position, num_chains)
+    else:
+        init_positions = jax.tree.map(jnp.asarray, init_positions)
+        for leaf, ref in zip(
+            jax.tree.leaves(init_positions), jax.tree.leaves(position), strict=True
+        ):
+            if leaf.shape != (num_chains, *jnp.shape(ref)):
+                raise ValueError(
+                    f"`init_positions` leaves must have shape (num_chains, ...) = "
+                    f"{(num_chains, *jnp.shape(ref))}, got {leaf.shape}."
+                )
+    return _run(
+        _run_keys(rng_key, num_chains),
+        init_positions,
+        schedule,
+        preconditioner,
+        loglikelihood_fn=loglikelihood_fn,
+        score_fn=score_fn,
+        reference_score_fn=reference_score_fn,
+        num_steps=num_steps,
+        final_window=final_window,
+        path_every=path_every,
+    )

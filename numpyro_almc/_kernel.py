@@ -1,0 +1,345 @@
+r"""Annealed Langevin Monte Carlo as a BlackJAX-style kernel.
+
+One step moves the position with the drift cached in the state and caches the score
+and likelihood gradient of the new position, so a step costs exactly one score
+evaluation and one likelihood gradient:
+
+.. math::
+
+    x_{i+1} = x_i + \delta_i M \big(s(x_i, t_i) + \nabla \log L(x_i)\big)
+              + \sqrt{2 \delta_i}\, M^{1/2} \xi_i, \qquad \xi_i \sim N(0, I),
+
+then ``s(x_{i+1}, t_{i+1})`` and ``∇ log L(x_{i+1})`` are cached. ``t = +inf`` stands
+for the warm start, whose prior is ``N(0, I)`` (score ``-x``; no network call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from blackjax.base import SamplingAlgorithm
+from jax.flatten_util import ravel_pytree
+
+from numpyro_almc._schedules import ALMCSchedule, schedule_at
+from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+
+__all__ = [
+    "ALMCState",
+    "ALMCInfo",
+    "init",
+    "build_kernel",
+    "as_top_level_api",
+    "standard_normal_score",
+]
+
+ScoreFn = Callable[[ArrayTree, Array], ArrayTree]
+LogLikelihoodFn = Callable[[ArrayTree], Array]
+
+
+class ALMCState(NamedTuple):
+    """What the next step needs.
+
+    Attributes
+    ----------
+    position
+        Current position (any pytree).
+    score
+        Prior score ``∇ log p_t(position)`` at OU time ``time`` (same tree).
+    loglikelihood
+        ``log L(position) = -R(position)``.
+    loglikelihood_grad
+        ``∇ log L(position)`` (same tree as ``position``).
+    time
+        OU time at which ``score`` was evaluated; ``+inf`` is the ``N(0, I)``
+        reference of the warm start.
+    step
+        int32 number of steps taken: the index into the schedule of the next step.
+    """
+
+    position: ArrayTree
+    score: ArrayTree
+    loglikelihood: Array
+    loglikelihood_grad: ArrayTree
+    time: Array
+    step: Array
+
+
+class ALMCInfo(NamedTuple):
+    """What a person wants to look at after a step.
+
+    Attributes
+    ----------
+    time
+        OU time of the score used by this step's drift (``inf`` in the warm start).
+    step_size
+        The step size ``δ`` used.
+    is_diverging
+        True when the proposal (or its score or likelihood) was not finite; the step
+        was then reverted: the state is the previous one with ``step`` advanced.
+    loglikelihood
+        ``log L`` of the returned position.
+    """
+
+    time: Array
+    step_size: Array
+    is_diverging: Array
+    loglikelihood: Array
+
+
+def standard_normal_score(position: ArrayTree) -> ArrayTree:
+    """Score of ``N(0, I)``: the prior of the warm start (``t = ∞``)."""
+    return jax.tree.map(jnp.negative, position)
+
+
+def _check_tree(name: str, value: ArrayTree, position: ArrayTree) -> None:
+    """Raise (at trace time) unless ``value`` has the structure of ``position``."""
+    value_def = jax.tree.structure(value)
+    pos_def = jax.tree.structure(position)
+    if value_def != pos_def:
+        raise ValueError(
+            f"{name} returned a tree {value_def} but the position is {pos_def}; "
+            "it must return one array per position leaf."
+        )
+    for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(position), strict=True):
+        if jnp.shape(v) != jnp.shape(p):
+            raise ValueError(
+                f"{name} returned shape {jnp.shape(v)} for a position leaf of shape "
+                f"{jnp.shape(p)}; score_fn(x, t) takes ONE unbatched x and returns "
+                "an array of the same shape (vmap outside for batches)."
+            )
+
+
+def _score_at(score_fn, reference_score_fn, position, time):
+    """Score at OU ``time``; the reference (no network call) where ``time`` is inf.
+
+    With an unbatched ``time`` (the jitted driver) this is a real branch, so warm-start
+    steps cost no score evaluation. Under a ``vmap`` over ``time`` it becomes a
+    select; the network then sees a finite dummy time, never ``inf``.
+    """
+    is_reference = jnp.isinf(time)
+    safe_time = jnp.where(is_reference, jnp.ones_like(time), time)
+
+    def network(_):
+        score = score_fn(position, safe_time)
+        # A network may compute in another precision; the state keeps the position's.
+        return jax.tree.map(lambda s, p: jnp.asarray(s, p.dtype), score, position)
+
+    def reference(_):
+        return reference_score_fn(position)
+
+    return jax.lax.cond(is_reference, reference, network, None)
+
+
+def _float_dtype(position: ArrayTree):
+    leaves = jax.tree.leaves(position)
+    if not leaves:
+        raise ValueError("The position has no arrays.")
+    return jnp.result_type(*leaves)
+
+
+def init(
+    position: ArrayLikeTree,
+    loglikelihood_fn: LogLikelihoodFn,
+    score_fn: ScoreFn,
+    time: Array | float = jnp.inf,
+    *,
+    reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+) -> ALMCState:
+    """Create the state at ``position``, caching the score at OU time ``time``.
+
+    Parameters
+    ----------
+    position
+        Initial position (pytree of floating arrays).
+    loglikelihood_fn
+        ``position -> log L(position)`` (a scalar; ``-R`` in the paper).
+    score_fn
+        ``score_fn(position, t) -> ∇ log p_t(position)``.
+    time
+        OU time of the first drift; ``inf`` (default) starts with the warm start.
+    reference_score_fn
+        Score of the warm-start prior, ``-x`` by default.
+
+    Examples
+    --------
+    >>> s = init(jnp.zeros(2), lambda x: -jnp.sum(x**2), lambda x, t: -x)
+    >>> int(s.step), float(s.time)
+    (0, inf)
+    """
+    position = jax.tree.map(jnp.asarray, position)
+    dtype = _float_dtype(position)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"Positions must be floating point arrays, got {dtype}.")
+    time = jnp.asarray(time, dtype=dtype)
+    out = jax.eval_shape(loglikelihood_fn, position)
+    if jnp.shape(out) != ():
+        raise ValueError(
+            "loglikelihood_fn must return a scalar for one unbatched position, got "
+            f"shape {jnp.shape(out)}."
+        )
+    loglikelihood, loglikelihood_grad = jax.value_and_grad(loglikelihood_fn)(position)
+    _check_tree("score_fn", jax.eval_shape(score_fn, position, time), position)
+    score = _score_at(score_fn, reference_score_fn, position, time)
+    return ALMCState(
+        position=position,
+        score=score,
+        loglikelihood=loglikelihood,
+        loglikelihood_grad=loglikelihood_grad,
+        time=time,
+        step=jnp.zeros((), dtype=jnp.int32),
+    )
+
+
+def build_kernel(
+    reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+):
+    r"""Build the ALMC kernel (pure, single chain, not jitted).
+
+    Parameters
+    ----------
+    reference_score_fn
+        Score of the warm-start prior (used when ``time`` is ``inf``).
+
+    Returns
+    -------
+    kernel
+        ``kernel(rng_key, state, loglikelihood_fn, score_fn, time, step_size,
+        preconditioner=None) -> (state, info)``. The drift uses the score and
+        likelihood gradient cached in ``state`` (at ``state.time``); ``time`` is the OU
+        time at which the new position's score is cached for the next step.
+
+    Notes
+    -----
+    The update is :math:`x' = x + \delta M g + \sqrt{2\delta} M^{1/2}\xi` with
+    :math:`g = s(x, t) + \nabla \log L(x)`. If :math:`x'`, its score or its likelihood
+    gradient is not finite the step is reverted and ``info.is_diverging`` is True.
+    """
+
+    def kernel(
+        rng_key: PRNGKey,
+        state: ALMCState,
+        loglikelihood_fn: LogLikelihoodFn,
+        score_fn: ScoreFn,
+        time: Array | float,
+        step_size: Array | float,
+        preconditioner=None,
+    ) -> tuple[ALMCState, ALMCInfo]:
+        x, unravel = ravel_pytree(state.position)
+        dtype = x.dtype
+        step_size = jnp.asarray(step_size, dtype=dtype)
+        time = jnp.asarray(time, dtype=dtype)
+        drift, _ = ravel_pytree(
+            jax.tree.map(jnp.add, state.score, state.loglikelihood_grad)
+        )
+        # Noise in the position's dtype: no silent float32 -> float64 promotion.
+        noise = jax.random.normal(rng_key, x.shape, dtype=dtype)
+        scale = jnp.sqrt(2 * step_size)
+        if preconditioner is None:
+            x_new = x + step_size * drift + scale * noise
+        else:
+            x_new = (
+                x
+                + step_size * preconditioner.apply(drift).astype(dtype)
+                + scale * preconditioner.apply_sqrt(noise).astype(dtype)
+            )
+        position = unravel(x_new)
+        loglikelihood, loglikelihood_grad = jax.value_and_grad(loglikelihood_fn)(
+            position
+        )
+        score = _score_at(score_fn, reference_score_fn, position, time)
+
+        proposal = ALMCState(
+            position, score, loglikelihood, loglikelihood_grad, time, state.step + 1
+        )
+        finite = jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(proposal[:4])])
+        )
+        reverted = state._replace(step=state.step + 1)
+        new_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), proposal, reverted
+        )
+        info = ALMCInfo(
+            time=state.time,
+            step_size=step_size,
+            is_diverging=jnp.logical_not(finite),
+            loglikelihood=new_state.loglikelihood,
+        )
+        return new_state, info
+
+    return kernel
+
+
+def as_top_level_api(
+    loglikelihood_fn: LogLikelihoodFn,
+    score_fn: ScoreFn,
+    schedule: ALMCSchedule,
+    *,
+    preconditioner=None,
+    reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+) -> SamplingAlgorithm:
+    r"""ALMC as a ``blackjax.base.SamplingAlgorithm`` following ``schedule``.
+
+    ``step(rng_key, state)`` reads the step counter in the state, so the algorithm
+    runs under ``blackjax.util.run_inference_algorithm``; steps past the end of the
+    schedule are Langevin at the early-stopping time.
+
+    Parameters
+    ----------
+    loglikelihood_fn
+        ``position -> log L(position)``, i.e. ``-R``.
+    score_fn
+        ``score_fn(position, t) -> ∇ log p_t(position)`` for OU time ``t``.
+    schedule
+        An :class:`ALMCSchedule` (``paper_schedule`` or ``budget_schedule``).
+    preconditioner
+        Optional constant ``M`` (see ``linear_gaussian_preconditioner``).
+
+    Examples
+    --------
+    >>> import blackjax
+    >>> from numpyro_almc import almc, budget_schedule
+    >>> sched = budget_schedule(50, num_warm_start_steps=10)
+    >>> alg = almc(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), lambda x, t: -x, sched)
+    >>> state, info = blackjax.util.run_inference_algorithm(
+    ...     jax.random.key(0), alg, sched.num_steps, initial_position=jnp.zeros(2))
+    >>> info.is_diverging.shape
+    (59,)
+
+    References
+    ----------
+    Parulekar, Rout, Shanmugam, Shakkottai. Efficient Approximate Posterior Sampling
+    with Annealed Langevin Monte Carlo. ICLR 2026, arXiv:2508.07631.
+    """
+    if not isinstance(schedule, ALMCSchedule):
+        raise TypeError(
+            "`schedule` must be an ALMCSchedule (from paper_schedule or "
+            f"budget_schedule), got {type(schedule).__name__}."
+        )
+    kernel = build_kernel(reference_score_fn)
+
+    def init_fn(position: ArrayLikeTree, rng_key: PRNGKey | None = None) -> ALMCState:
+        del rng_key
+        return init(
+            position,
+            loglikelihood_fn,
+            score_fn,
+            schedule.times[0],
+            reference_score_fn=reference_score_fn,
+        )
+
+    def step_fn(rng_key: PRNGKey, state: ALMCState) -> tuple[ALMCState, ALMCInfo]:
+        _, next_time, step_size, _ = schedule_at(schedule, state.step)
+        return kernel(
+            rng_key,
+            state,
+            loglikelihood_fn,
+            score_fn,
+            next_time,
+            step_size,
+            preconditioner,
+        )
+
+    return SamplingAlgorithm(init_fn, step_fn)

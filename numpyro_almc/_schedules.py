@@ -1,0 +1,363 @@
+"""The ALMC path: OU time grid, step sizes and phases as plain arrays.
+
+A schedule is a pytree of arrays describing every step of a run: step ``i`` uses the
+drift cached at OU time ``times[i]`` (``+inf`` marks the warm start, whose prior score
+is that of ``N(0, I)``), moves with step size ``step_sizes[i]`` and caches the score of
+the new position at ``times[i + 1]``. Steps past the end repeat the last one: Langevin
+at the early-stopping time ``τ``, which is what NumPyro's sampling phase runs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from numpyro_almc.types import Array
+
+__all__ = [
+    "ALMCSchedule",
+    "WARM_START",
+    "ANNEAL",
+    "TAIL",
+    "paper_schedule",
+    "budget_schedule",
+    "langevin_schedule",
+    "schedule_at",
+    "ou_noise_variance",
+]
+
+#: Phase codes reported in ``ALMCInfo.phase``.
+WARM_START, ANNEAL, TAIL = 0, 1, 2
+
+_GRIDS = ("uniform", "log", "snr")
+_STEP_RULES = ("constant", "noise")
+
+
+class ALMCSchedule(NamedTuple):
+    """Every step of an ALMC run, as arrays (a pytree: jit-friendly, no recompiles).
+
+    Attributes
+    ----------
+    times
+        ``(num_steps + 1,)`` OU times. ``times[i]`` is the time of the score used by
+        step ``i``'s drift; ``times[i + 1]`` the time at which the new position's score
+        is cached. ``+inf`` marks the warm start (reference ``N(0, I)``).
+    step_sizes
+        ``(num_steps,)`` Langevin step sizes.
+    phases
+        ``(num_steps,)`` int32 phase codes: ``WARM_START``, ``ANNEAL`` or ``TAIL``.
+    """
+
+    times: Array
+    step_sizes: Array
+    phases: Array
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.step_sizes.shape[-1])
+
+    @property
+    def num_score_evals(self) -> int:
+        """Score evaluations of one chain over the schedule (init included)."""
+        return int(np.sum(np.isfinite(np.asarray(self.times))))
+
+    @property
+    def early_stop_time(self) -> Array:
+        return self.times[-1]
+
+
+def ou_noise_variance(t):
+    """``σ_t² = 1 − e^{−2t}``, the variance of the noise added by the OU process."""
+    return -jnp.expm1(-2.0 * t)
+
+
+def schedule_at(schedule: ALMCSchedule, step: Array):
+    """Return ``(time, next_time, step_size, phase)`` for step index ``step``.
+
+    Indices past the end give Langevin at the final time with the last step size
+    (phase ``TAIL``), so a sampler may run as long as it likes.
+    """
+    n = schedule.step_sizes.shape[-1]
+    past_end = step >= n
+    i = jnp.minimum(step, n - 1)
+    time = jnp.where(past_end, schedule.times[-1], schedule.times[i])
+    next_time = schedule.times[jnp.minimum(step + 1, n)]
+    phase = jnp.where(past_end, jnp.int32(TAIL), schedule.phases[i])
+    return time, next_time, schedule.step_sizes[i], phase
+
+
+def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}.")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {bound}, got {value}.")
+    return value
+
+
+def _check_count(name: str, value, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an integer, got {value!r}; "
+            "round it yourself if you meant a count."
+        )
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _anneal_times(grid: str, initial_time: float, final_time: float, n: int):
+    """``n + 1`` decreasing OU times from ``initial_time`` to ``final_time``."""
+    u = np.linspace(0.0, 1.0, n + 1)
+    if grid == "uniform":  # the paper's grid: t decreases by δ/κ per step
+        return initial_time + (final_time - initial_time) * u
+    if grid == "log":  # geometric in t: equal ratios t_{k+1}/t_k
+        return initial_time * (final_time / initial_time) ** u
+
+    # "snr": uniform in the log signal-to-noise ratio log(e^{-2t} / σ_t²)
+    def log_snr(t):
+        return -2.0 * t - np.log(-np.expm1(-2.0 * t))
+
+    lam = log_snr(initial_time) + (log_snr(final_time) - log_snr(initial_time)) * u
+    # invert: e^{-2t}/(1-e^{-2t}) = e^{λ}  ⇒  t = log(1 + e^{-λ}) / 2
+    return 0.5 * np.log1p(np.exp(-lam))
+
+
+def _anneal_steps(rule: str, step_size: float, times, floor: float):
+    if rule == "constant":
+        return np.full(times.shape, step_size)
+    # "noise": δ_t = δ · σ_t², floored. The local curvature of p_t is at most 1/σ_t²
+    # (Tweedie), so a fixed δ that is right at large t is unstable at small t.
+    return step_size * np.maximum(-np.expm1(-2.0 * times), floor)
+
+
+def _validate_choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"`{name}` must be one of {options}, got {value!r}.")
+
+
+def _assemble(
+    *,
+    num_warm_start_steps: int,
+    warm_start_step_size: float,
+    anneal_times,
+    anneal_step_sizes,
+    num_tail_steps: int,
+    tail_step_size: float,
+    dtype,
+) -> ALMCSchedule:
+    tau = anneal_times[-1]
+    times = np.concatenate(
+        [
+            np.full(num_warm_start_steps, np.inf),
+            anneal_times,
+            np.full(num_tail_steps, tau),
+        ]
+    )
+    step_sizes = np.concatenate(
+        [
+            np.full(num_warm_start_steps, warm_start_step_size),
+            anneal_step_sizes,
+            np.full(num_tail_steps, tail_step_size),
+        ]
+    )
+    phases = np.concatenate(
+        [
+            np.full(num_warm_start_steps, WARM_START),
+            np.full(len(anneal_step_sizes), ANNEAL),
+            np.full(num_tail_steps, TAIL),
+        ]
+    ).astype(np.int32)
+    if len(step_sizes) == 0:
+        raise ValueError("The schedule has no steps; ask for at least one step.")
+    return ALMCSchedule(
+        times=jnp.asarray(times, dtype=dtype),
+        step_sizes=jnp.asarray(step_sizes, dtype=dtype),
+        phases=jnp.asarray(phases),
+    )
+
+
+def paper_schedule(
+    step_size: float,
+    path_speed: float,
+    initial_time: float,
+    early_stop_time: float,
+    num_warm_start_steps: int,
+    warm_start_step_size: float,
+    *,
+    num_tail_steps: int = 0,
+    dtype=jnp.float32,
+) -> ALMCSchedule:
+    r"""The schedule of Parulekar et al. (2025), Algorithm 1.
+
+    Warm start: ``M`` Langevin steps of size ``h`` on ``N(0, I)·e^{-R}``. Annealing:
+    the OU time decreases uniformly by ``δ/κ`` per step from ``T`` to ``τ``, i.e.
+    ``⌈κ (T − τ) / δ⌉`` steps of size ``δ``. Then ``num_tail_steps`` steps at ``τ``.
+
+    Parameters
+    ----------
+    step_size
+        ``δ``, the annealing Langevin step size. The analysis takes ``δ = κ^{-1/4}``.
+    path_speed
+        ``κ``: larger is slower annealing (better tracking, more score evaluations).
+    initial_time
+        ``T``, the OU time where annealing starts (``p_T ≈ N(0, I)`` for ``T ≳ 3``).
+    early_stop_time
+        ``τ`` with ``0 < τ < T``. The output is close to ``μ_τ`` in KL and to ``μ_0``
+        in Fisher divergence; going to ``t = 0`` is not covered by the guarantee.
+    num_warm_start_steps
+        ``M`` (no score evaluations).
+    warm_start_step_size
+        ``h``; keep ``h < 1 / (1 + L_R)`` with ``L_R`` the likelihood's smoothness.
+
+    Returns
+    -------
+    ALMCSchedule
+
+    Examples
+    --------
+    >>> s = paper_schedule(0.1, 10.0, 1.0, 0.5, num_warm_start_steps=5,
+    ...                    warm_start_step_size=0.1)
+    >>> s.num_steps, float(s.early_stop_time)
+    (55, 0.5)
+
+    References
+    ----------
+    Parulekar, Rout, Shanmugam, Shakkottai. Efficient Approximate Posterior Sampling
+    with Annealed Langevin Monte Carlo. ICLR 2026, arXiv:2508.07631.
+    """
+    step_size = _check_positive("step_size", step_size)
+    path_speed = _check_positive("path_speed", path_speed)
+    initial_time = _check_positive("initial_time", initial_time)
+    early_stop_time = _check_positive("early_stop_time", early_stop_time)
+    if not early_stop_time < initial_time:
+        raise ValueError(
+            f"Need initial_time > early_stop_time > 0, got T={initial_time}, "
+            f"τ={early_stop_time}; swap them or lower τ."
+        )
+    m = _check_count("num_warm_start_steps", num_warm_start_steps)
+    h = _check_positive("warm_start_step_size", warm_start_step_size)
+    tail = _check_count("num_tail_steps", num_tail_steps)
+    n = max(1, math.ceil(path_speed * (initial_time - early_stop_time) / step_size))
+    times = _anneal_times("uniform", initial_time, early_stop_time, n)
+    return _assemble(
+        num_warm_start_steps=m,
+        warm_start_step_size=h,
+        anneal_times=times,
+        anneal_step_sizes=np.full(n, step_size),
+        num_tail_steps=tail,
+        tail_step_size=step_size,
+        dtype=dtype,
+    )
+
+
+def budget_schedule(
+    num_score_evals: int,
+    *,
+    early_stop_time: float = 0.02,
+    initial_time: float = 3.0,
+    step_size: float = 0.5,
+    grid: str = "snr",
+    step_rule: str = "noise",
+    min_step_fraction: float = 0.0,
+    tail_fraction: float = 0.0,
+    num_warm_start_steps: int = 100,
+    warm_start_step_size: float | None = None,
+    dtype=jnp.float32,
+) -> ALMCSchedule:
+    r"""A schedule that spends a given number of score evaluations per chain.
+
+    ``num_score_evals`` steps go to annealing from ``T`` to ``τ`` and then a
+    fixed-``τ`` tail of ``tail_fraction`` of them; the warm start costs none.
+
+    Parameters
+    ----------
+    num_score_evals
+        Score evaluations per chain (annealing + tail), at least 2.
+    early_stop_time
+        ``τ``. Smaller is less biased (``μ_τ → μ_0``) but mode weights freeze earlier;
+        see the benchmark tables in ``benchmarks/results``.
+    initial_time
+        ``T``; ``p_T`` is within ``e^{-2T}`` of ``N(0, I)``.
+    step_size
+        ``δ``. With ``step_rule="noise"`` the step at time ``t`` is ``δ σ_t²``
+        (``σ_t² = 1 − e^{−2t}``), which keeps ``δ`` the fraction of the local scale of
+        ``p_t`` a step moves; with ``"constant"`` every step is ``δ`` (the paper).
+    grid
+        ``"uniform"`` in ``t`` (the paper), ``"log"`` (geometric in ``t``) or ``"snr"``
+        (uniform in the log signal-to-noise ratio, which spends more steps at small
+        ``t`` where the prior's structure appears).
+    min_step_fraction
+        Floor of ``σ_t²`` in the ``"noise"`` rule.
+    tail_fraction
+        Fraction of the budget spent at ``τ`` after annealing, in ``[0, 1)``.
+    num_warm_start_steps, warm_start_step_size
+        The warm start; ``h`` defaults to ``step_size`` capped at 0.5.
+
+    Examples
+    --------
+    >>> s = budget_schedule(1000)
+    >>> s.num_score_evals
+    1000
+    """
+    budget = _check_count("num_score_evals", num_score_evals, minimum=2)
+    tau = _check_positive("early_stop_time", early_stop_time)
+    T = _check_positive("initial_time", initial_time)
+    if not tau < T:
+        raise ValueError(
+            f"Need initial_time > early_stop_time > 0, got T={T}, τ={tau}; "
+            "swap them or lower early_stop_time."
+        )
+    delta = _check_positive("step_size", step_size)
+    _validate_choice("grid", grid, _GRIDS)
+    _validate_choice("step_rule", step_rule, _STEP_RULES)
+    floor = _check_positive("min_step_fraction", min_step_fraction, allow_zero=True)
+    tail_fraction = _check_positive("tail_fraction", tail_fraction, allow_zero=True)
+    if tail_fraction >= 1:
+        raise ValueError(f"`tail_fraction` must be in [0, 1), got {tail_fraction}.")
+    m = _check_count("num_warm_start_steps", num_warm_start_steps)
+    h = min(delta, 0.5) if warm_start_step_size is None else warm_start_step_size
+    h = _check_positive("warm_start_step_size", h)
+    num_tail = int(round(tail_fraction * budget))
+    # The score is cached once at T before annealing, then once per step.
+    num_anneal = max(1, budget - num_tail - 1)
+    times = _anneal_times(grid, T, tau, num_anneal)
+    steps = _anneal_steps(step_rule, delta, times[:-1], floor)
+    tail_step = float(_anneal_steps(step_rule, delta, np.array([tau]), floor)[0])
+    return _assemble(
+        num_warm_start_steps=m,
+        warm_start_step_size=h,
+        anneal_times=times,
+        anneal_step_sizes=steps,
+        num_tail_steps=num_tail,
+        tail_step_size=tail_step,
+        dtype=dtype,
+    )
+
+
+def langevin_schedule(
+    time: float, step_size: float, num_steps: int, *, dtype=jnp.float32
+) -> ALMCSchedule:
+    """Plain Langevin at a fixed OU time ``t`` (phase ``TAIL``): no annealing.
+
+    Useful to continue a chain at ``τ`` or to run Langevin on ``μ_t`` from a given
+    start (e.g. exact draws, to check invariance).
+
+    Examples
+    --------
+    >>> langevin_schedule(0.1, 0.01, 5).num_score_evals
+    6
+    """
+    time = _check_positive("time", time)
+    step_size = _check_positive("step_size", step_size)
+    n = _check_count("num_steps", num_steps, minimum=1)
+    return ALMCSchedule(
+        times=jnp.full(n + 1, time, dtype=dtype),
+        step_sizes=jnp.full(n, step_size, dtype=dtype),
+        phases=jnp.full(n, TAIL, dtype=jnp.int32),
+    )

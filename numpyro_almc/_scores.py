@@ -1,0 +1,745 @@
+"""Score functions in Ornstein--Uhlenbeck time, exact and adapted.
+
+Every score function returned here has the signature ``score_fn(x, t)`` and
+returns :math:`\\nabla_x \\log p_t(x)` for **one unbatched** ``x`` and a scalar
+OU time ``t > 0``, where :math:`p_t` is the law of
+
+.. math::
+
+    X_t = e^{-t} X_0 + \\sqrt{1 - e^{-2t}}\\, Z, \\qquad Z \\sim N(0, I).
+
+Batch with :func:`jax.vmap` outside. All functions preserve the dtype of ``x``:
+a float32 ``x`` gives a float32 score even when ``jax_enable_x64`` is on (the
+parameters are cast to the dtype of ``x`` at call time).
+
+Two families live here:
+
+* exact scores of OU-noised Gaussians and Gaussian mixtures (for tests,
+  examples and :mod:`numpyro_almc.testbeds`);
+* adapters that turn what trained diffusion models ship (an
+  :math:`\\varepsilon`-predictor with a DDPM / VP schedule, an
+  :math:`x_0`-denoiser, a VE score, an EDM denoiser) into an OU score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from numpyro_almc.types import Array, ArrayLike
+
+__all__ = [
+    "CosineVPSchedule",
+    "DiscreteVPSchedule",
+    "LinearVPSchedule",
+    "gaussian_mixture_log_density",
+    "gaussian_mixture_score",
+    "gaussian_score",
+    "ou_coefficients",
+    "score_from_edm_denoiser",
+    "score_from_eps",
+    "score_from_ve",
+    "score_from_x0",
+]
+
+ScoreFn = Callable[[Array, ArrayLike], Array]
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ---------------------------------------------------------------------------
+# OU coefficients and dtype helpers
+# ---------------------------------------------------------------------------
+
+
+def ou_coefficients(t: ArrayLike) -> tuple[Array, Array]:
+    """Mean scale and variance of the OU transition at time ``t``.
+
+    .. math::
+
+        \\alpha_t = e^{-t}, \\qquad \\sigma_t^2 = 1 - e^{-2t} = -\\mathrm{expm1}(-2t),
+
+    the ``expm1`` form keeping full relative precision for small ``t``.
+
+    Parameters
+    ----------
+    t
+        OU time (scalar or array, ``t >= 0``; ``jnp.inf`` gives ``(0, 1)``).
+
+    Returns
+    -------
+    alpha, sigma2
+        Arrays of the dtype of ``t`` (a Python float gives the default float).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> alpha, sigma2 = ou_coefficients(jnp.float32(1e-4))
+    >>> alpha.dtype, bool(jnp.isclose(sigma2, 2e-4, rtol=1e-3))
+    (dtype('float32'), True)
+    """
+    t = _as_float(t)
+    return jnp.exp(-t), -jnp.expm1(-2 * t)
+
+
+def _as_float(a: ArrayLike) -> Array:
+    """``jnp.asarray`` that turns integers into the default float dtype."""
+    a = jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(jnp.result_type(float))
+    return a
+
+
+def _float_dtype(x: Array):
+    """The dtype the computation runs in: that of ``x`` if floating."""
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x.dtype
+    return jnp.result_type(float)
+
+
+# ---------------------------------------------------------------------------
+# Exact Gaussian / Gaussian-mixture scores
+# ---------------------------------------------------------------------------
+
+
+class _MixtureParams:
+    """Validated mixture parameters, flattened to vectors of length ``d``.
+
+    ``kind`` is ``"iso"`` (covs (K,)), ``"diag"`` (covs (K, d)) or ``"full"``
+    (covs (K, d, d)). The event shape is kept to reshape ``x`` and the score.
+    """
+
+    def __init__(self, weights, means, covs, *, single: bool):
+        means = _as_float(means)
+        covs = _as_float(covs)
+        if single:
+            if means.ndim < 1:
+                raise ValueError(
+                    "gaussian_score: `mean` must have at least one dimension "
+                    f"(the event shape), got shape {means.shape}; wrap a scalar "
+                    "as jnp.array([m])."
+                )
+            event_shape = means.shape
+            d = math.prod(event_shape)
+            if covs.ndim == 0:
+                kind = "iso"
+            elif covs.shape == event_shape:
+                kind = "diag"
+            elif covs.shape == (d, d):
+                kind = "full"
+            else:
+                raise ValueError(
+                    f"gaussian_score: `cov` has shape {covs.shape} but `mean` has "
+                    f"shape {event_shape}; pass a scalar (isotropic), an array of "
+                    f"shape {event_shape} (diagonal) or of shape {(d, d)} (full)."
+                )
+            means = means.reshape(1, d)
+            covs = covs[None]
+            if kind == "diag":
+                covs = covs.reshape(1, d)
+            log_weights = jnp.zeros((1,), dtype=means.dtype)
+        else:
+            weights = _as_float(weights)
+            if weights.ndim != 1:
+                raise ValueError(
+                    "gaussian_mixture_score: `weights` must be 1-D of shape (K,), "
+                    f"got shape {weights.shape}."
+                )
+            num = weights.shape[0]
+            if means.ndim < 2 or means.shape[0] != num:
+                raise ValueError(
+                    f"gaussian_mixture_score: `means` must have shape (K, *event) "
+                    f"with K={num} matching `weights`, got shape {means.shape}."
+                )
+            event_shape = means.shape[1:]
+            d = math.prod(event_shape)
+            if covs.shape == (num,):
+                kind = "iso"
+            elif covs.shape == (num, *event_shape):
+                kind = "diag"
+                covs = covs.reshape(num, d)
+            elif covs.shape == (num, d, d):
+                kind = "full"
+            else:
+                raise ValueError(
+                    f"gaussian_mixture_score: `covs` has shape {covs.shape}; with "
+                    f"K={num} and event shape {event_shape} pass shape {(num,)} "
+                    f"(isotropic), {(num, *event_shape)} (diagonal) or "
+                    f"{(num, d, d)} (full)."
+                )
+            means = means.reshape(num, d)
+            # Unnormalised weights are accepted; normalise in log space.
+            log_weights = jnp.log(weights)
+            log_weights = log_weights - jax.scipy.special.logsumexp(log_weights)
+        self.log_weights = log_weights
+        self.means = means
+        self.covs = covs
+        self.kind = kind
+        self.event_shape = tuple(event_shape)
+        self.dim = d
+
+    def terms(self, x: Array, t: ArrayLike) -> tuple[Array, Array, Array]:
+        """Per-component ``log w_k + log N_k(x)`` (K,) and gradients (K, d).
+
+        Returns the flattened ``x`` as well. Component ``k`` of :math:`p_t` is
+        :math:`N(\\alpha m_k, \\alpha^2 C_k + \\sigma^2 I)`.
+        """
+        x = jnp.asarray(x)
+        if x.shape != self.event_shape:
+            raise ValueError(
+                f"score_fn: x has shape {x.shape} but the event shape is "
+                f"{self.event_shape}; score functions take one unbatched x, use "
+                "jax.vmap to batch."
+            )
+        dtype = _float_dtype(x)
+        xf = x.reshape(self.dim).astype(dtype)
+        alpha, sigma2 = ou_coefficients(jnp.asarray(t, dtype=dtype))
+        means = self.means.astype(dtype)
+        covs = self.covs.astype(dtype)
+        log_w = self.log_weights.astype(dtype)
+        diff = xf[None, :] - alpha * means  # (K, d)
+        d = self.dim
+        if self.kind == "iso":
+            var = alpha**2 * covs + sigma2  # (K,)
+            grad = -diff / var[:, None]
+            logpdf = -0.5 * (jnp.sum(diff**2, axis=-1) / var + d * jnp.log(var))
+        elif self.kind == "diag":
+            var = alpha**2 * covs + sigma2  # (K, d)
+            grad = -diff / var
+            logpdf = -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=-1)
+        else:
+            eye = jnp.eye(d, dtype=dtype)
+            cov_t = alpha**2 * covs + sigma2 * eye  # (K, d, d)
+            chol = jnp.linalg.cholesky(cov_t)
+            sol = jax.vmap(lambda c, r: jax.scipy.linalg.cho_solve((c, True), r))(
+                chol, diff
+            )
+            grad = -sol
+            logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+            logpdf = -0.5 * (jnp.sum(diff * sol, axis=-1) + logdet)
+        logpdf = logpdf - jnp.asarray(0.5 * d * _LOG_2PI, dtype=dtype)
+        return log_w + logpdf, grad, xf
+
+
+def gaussian_score(mean: ArrayLike, cov: ArrayLike) -> ScoreFn:
+    """Exact OU score of a Gaussian prior :math:`N(m, C)`.
+
+    .. math::
+
+        p_t = N(e^{-t} m,\\; e^{-2t} C + (1 - e^{-2t}) I), \\qquad
+        \\nabla \\log p_t(x) = -(e^{-2t} C + (1 - e^{-2t}) I)^{-1}(x - e^{-t} m).
+
+    Parameters
+    ----------
+    mean
+        Mean, of the event shape (at least 1-D).
+    cov
+        Scalar (isotropic :math:`c I`), array of the event shape (diagonal) or
+        of shape ``(d, d)`` with ``d = mean.size`` (full, positive definite;
+        a singular ``C`` is fine for ``t > 0``).
+
+    Returns
+    -------
+    score_fn
+        ``score_fn(x, t)`` for one ``x`` of the event shape and a scalar ``t``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes of ``mean`` and ``cov`` do not match.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> score_fn = gaussian_score(jnp.zeros(2), 1.0)
+    >>> score_fn(jnp.array([1.0, -2.0]), 0.5)  # N(0, I) is OU-invariant
+    Array([-1.,  2.], dtype=float32)
+    """
+    params = _MixtureParams(None, mean, cov, single=True)
+
+    def score_fn(x: Array, t: ArrayLike) -> Array:
+        _, grad, _ = params.terms(x, t)
+        return grad[0].reshape(params.event_shape)
+
+    return score_fn
+
+
+def gaussian_mixture_log_density(
+    weights: ArrayLike, means: ArrayLike, covs: ArrayLike
+) -> Callable[[Array, ArrayLike], Array]:
+    """Exact log density of the OU-noised Gaussian mixture.
+
+    .. math::
+
+        \\log p_t(x) = \\log \\sum_k w_k\\,
+        N(x;\\, e^{-t} m_k,\\, e^{-2t} C_k + (1 - e^{-2t}) I),
+
+    computed with ``logsumexp``. Its gradient is
+    :func:`gaussian_mixture_score`.
+
+    Parameters
+    ----------
+    weights
+        Mixture weights, shape ``(K,)`` (normalised internally).
+    means
+        Component means, shape ``(K, *event_shape)``.
+    covs
+        Shape ``(K,)`` (isotropic), ``(K, *event_shape)`` (diagonal) or
+        ``(K, d, d)`` (full).
+
+    Returns
+    -------
+    log_density_fn
+        ``log_density_fn(x, t)`` for one ``x`` and a scalar ``t``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> log_p = gaussian_mixture_log_density(
+    ...     jnp.array([0.5, 0.5]), jnp.array([[-1.0], [1.0]]), jnp.array([1.0, 1.0])
+    ... )
+    >>> bool(jnp.isclose(log_p(jnp.array([0.0]), 10.0), -0.5 * jnp.log(2 * jnp.pi)))
+    True
+    """
+    params = _MixtureParams(weights, means, covs, single=False)
+
+    def log_density_fn(x: Array, t: ArrayLike) -> Array:
+        log_terms, _, _ = params.terms(x, t)
+        return jax.scipy.special.logsumexp(log_terms)
+
+    return log_density_fn
+
+
+def gaussian_mixture_score(
+    weights: ArrayLike, means: ArrayLike, covs: ArrayLike
+) -> ScoreFn:
+    """Exact OU score of a Gaussian-mixture prior.
+
+    .. math::
+
+        \\nabla \\log p_t(x) = \\sum_k r_k(x)\\,
+        \\bigl(-S_k^{-1}(x - e^{-t} m_k)\\bigr), \\quad
+        S_k = e^{-2t} C_k + (1 - e^{-2t}) I,
+
+    with responsibilities :math:`r_k = \\mathrm{softmax}_k(\\log w_k +
+    \\log N(x; e^{-t} m_k, S_k))`, so far-away points do not underflow.
+
+    Parameters
+    ----------
+    weights
+        Mixture weights, shape ``(K,)`` (normalised internally).
+    means
+        Component means, shape ``(K, *event_shape)``.
+    covs
+        Shape ``(K,)`` (isotropic), ``(K, *event_shape)`` (diagonal) or
+        ``(K, d, d)`` (full).
+
+    Returns
+    -------
+    score_fn
+        ``score_fn(x, t)`` for one ``x`` and a scalar ``t``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes are inconsistent.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> score_fn = gaussian_mixture_score(
+    ...     jnp.array([0.5, 0.5]), jnp.array([[-1.0], [1.0]]), jnp.array([1.0, 1.0])
+    ... )
+    >>> score_fn(jnp.array([0.0]), 0.1)  # symmetric: zero at the origin
+    Array([0.], dtype=float32)
+    """
+    params = _MixtureParams(weights, means, covs, single=False)
+
+    def score_fn(x: Array, t: ArrayLike) -> Array:
+        log_terms, grads, _ = params.terms(x, t)
+        resp = jax.nn.softmax(log_terms)
+        return (resp @ grads).reshape(params.event_shape)
+
+    return score_fn
+
+
+# ---------------------------------------------------------------------------
+# Noise schedules of epsilon-prediction networks
+# ---------------------------------------------------------------------------
+
+
+class DiscreteVPSchedule:
+    """DDPM schedule given by its grid of :math:`\\bar\\alpha_k`.
+
+    The network is called as ``eps_fn(x, k)`` with an integer timestep ``k``.
+    Step ``k`` sits at OU time :math:`t_k = -\\tfrac12 \\log \\bar\\alpha_k`. For
+    an arbitrary OU time ``t`` the nearest grid step (in OU time) is used,
+    together with *its* :math:`\\bar\\alpha_k`, so the score is the network's
+    score at :math:`t_k`. To avoid this rounding, align the ALMC time grid
+    with :meth:`ou_times`.
+
+    Parameters
+    ----------
+    alphas_cumprod
+        Shape ``(num_steps,)``, strictly between 0 and 1 and non-increasing
+        (e.g. ``jnp.cumprod(1 - betas)``). A leading ``1.0`` (as some code bases
+        prepend) must be dropped: it is OU time 0, where the score of a data
+        distribution is not defined.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> betas = jnp.linspace(1e-4, 0.02, 1000)
+    >>> schedule = DiscreteVPSchedule(jnp.cumprod(1 - betas))
+    >>> int(schedule.model_time(schedule.ou_times()[10]))
+    10
+    """
+
+    def __init__(self, alphas_cumprod: ArrayLike):
+        try:
+            values = np.asarray(alphas_cumprod)
+        except Exception as err:  # a tracer: validation needs concrete values
+            raise TypeError(
+                "DiscreteVPSchedule needs a concrete `alphas_cumprod` array; build "
+                "the schedule outside jit."
+            ) from err
+        if values.ndim != 1 or values.shape[0] < 1:
+            raise ValueError(
+                "DiscreteVPSchedule: `alphas_cumprod` must be a non-empty 1-D "
+                f"array, got shape {values.shape}."
+            )
+        if not np.all((values > 0) & (values < 1)):
+            raise ValueError(
+                "DiscreteVPSchedule: every `alphas_cumprod` value must lie strictly "
+                "in (0, 1); drop a leading 1.0 (OU time 0) and any trailing 0."
+            )
+        if np.any(np.diff(values) > 0):
+            raise ValueError(
+                "DiscreteVPSchedule: `alphas_cumprod` must be non-increasing "
+                "(timestep 0 = least noise); reverse it if it is increasing."
+            )
+        self.alphas_cumprod = jnp.asarray(alphas_cumprod)
+        # float64 numpy here is deliberate: the grid is cast to the dtype of x
+        # at call time.
+        self._ou_times = -0.5 * np.log(values)
+        self._one_minus = -np.expm1(np.log(values))
+
+    @property
+    def num_steps(self) -> int:
+        """Number of grid steps."""
+        return int(self.alphas_cumprod.shape[0])
+
+    def ou_times(self) -> Array:
+        """OU times :math:`t_k = -\\tfrac12\\log\\bar\\alpha_k`, increasing in ``k``."""
+        return jnp.asarray(self._ou_times)
+
+    def model_time(self, t: ArrayLike) -> Array:
+        """The integer step ``k`` (int32) nearest to OU time ``t``."""
+        grid = jnp.asarray(self._ou_times, dtype=_as_float(t).dtype)
+        return jnp.argmin(jnp.abs(grid - t)).astype(jnp.int32)
+
+    def noise_variance(self, t: ArrayLike) -> Array:
+        """:math:`1 - \\bar\\alpha_k` of the step used for OU time ``t``."""
+        return jnp.asarray(self._one_minus)[self.model_time(t)]
+
+    def __repr__(self) -> str:
+        return f"DiscreteVPSchedule(num_steps={self.num_steps})"
+
+
+class LinearVPSchedule:
+    """Continuous VP-SDE with linear :math:`\\beta(s)` (Song et al. 2021).
+
+    .. math::
+
+        \\bar\\alpha(s) = \\exp\\bigl(-\\beta_{\\min} s
+        - \\tfrac12(\\beta_{\\max} - \\beta_{\\min}) s^2\\bigr), \\quad s \\in [0, 1].
+
+    The network is called as ``eps_fn(x, s)``. Setting
+    :math:`\\bar\\alpha(s) = e^{-2t}` and solving the quadratic gives
+    :math:`s(t) = 4t / (\\beta_{\\min} + \\sqrt{\\beta_{\\min}^2 +
+    4(\\beta_{\\max} - \\beta_{\\min}) t})` (the cancellation-free root).
+    OU times beyond :attr:`max_ou_time` map to ``s > 1``, outside the range the
+    network was trained on: keep the ALMC start time below it.
+
+    Parameters
+    ----------
+    beta_min, beta_max
+        The usual ``0.1`` and ``20.0`` by default.
+
+    Examples
+    --------
+    >>> schedule = LinearVPSchedule()
+    >>> round(float(schedule.model_time(schedule.max_ou_time)), 6)
+    1.0
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        beta_min, beta_max = float(beta_min), float(beta_max)
+        if not (0 <= beta_min <= beta_max and beta_max > 0):
+            raise ValueError(
+                "LinearVPSchedule: need 0 <= beta_min <= beta_max and beta_max > 0, "
+                f"got beta_min={beta_min}, beta_max={beta_max}."
+            )
+        self.beta_min = beta_min
+        self.beta_max = beta_max
+
+    @property
+    def max_ou_time(self) -> float:
+        """OU time of ``s = 1``: :math:`(\\beta_{\\min} + \\beta_{\\max}) / 4`."""
+        return 0.25 * (self.beta_min + self.beta_max)
+
+    def model_time(self, t: ArrayLike) -> Array:
+        """Continuous time ``s`` with :math:`\\bar\\alpha(s) = e^{-2t}`."""
+        t = _as_float(t)
+        slope = self.beta_max - self.beta_min
+        return 4 * t / (self.beta_min + jnp.sqrt(self.beta_min**2 + 4 * slope * t))
+
+    def noise_variance(self, t: ArrayLike) -> Array:
+        """:math:`1 - \\bar\\alpha = 1 - e^{-2t}` (exact, as ``s`` is inverted)."""
+        return ou_coefficients(t)[1]
+
+    def __repr__(self) -> str:
+        return f"LinearVPSchedule(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+class CosineVPSchedule:
+    """Continuous cosine schedule of Nichol & Dhariwal (2021, arXiv 2102.09672).
+
+    .. math::
+
+        \\bar\\alpha(u) = \\frac{f(u)}{f(0)}, \\quad
+        f(u) = \\cos^2\\Bigl(\\frac{u + s}{1 + s}\\,\\frac{\\pi}{2}\\Bigr),
+        \\quad u \\in [0, 1].
+
+    The network is called as ``eps_fn(x, u)``. Inverting
+    :math:`\\bar\\alpha(u) = e^{-2t}`:
+    :math:`u(t) = \\tfrac{2(1+s)}{\\pi}\\arccos\\bigl(e^{-t}\\cos\\tfrac{\\pi s}{2(1+s)}
+    \\bigr) - s`, evaluated as an ``arctan2`` for accuracy at small ``t``; it
+    stays in ``[0, 1)`` for every finite ``t``. (The discrete DDPM version clips
+    :math:`\\beta` at 0.999; use :class:`DiscreteVPSchedule` to reproduce that
+    exactly.)
+
+    Parameters
+    ----------
+    s
+        Offset, ``0.008`` by default.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> schedule = CosineVPSchedule()
+    >>> round(abs(float(schedule.model_time(0.0))), 6)  # t = 0 is u = 0
+    0.0
+    >>> round(float(schedule.model_time(jnp.inf)), 6)  # pure noise is u = 1
+    1.0
+    """
+
+    def __init__(self, s: float = 0.008):
+        s = float(s)
+        if not s >= 0:
+            raise ValueError(f"CosineVPSchedule: need s >= 0, got s={s}.")
+        self.s = s
+
+    def model_time(self, t: ArrayLike) -> Array:
+        """Continuous time ``u`` with :math:`\\bar\\alpha(u) = e^{-2t}`."""
+        s = self.s
+        theta0 = 0.5 * math.pi * s / (1 + s)
+        cos0, sin0 = math.cos(theta0), math.sin(theta0)
+        alpha, sigma2 = ou_coefficients(t)
+        # arccos(alpha cos0) is ill-conditioned for small t (float32 loses
+        # ~1e-5 there); the arctan2 form with sin^2 = sin0^2 + cos0^2 sigma2 is
+        # exact in exact arithmetic and well-conditioned.
+        theta = jnp.arctan2(jnp.sqrt(sin0**2 + cos0**2 * sigma2), alpha * cos0)
+        return (2 * (1 + s) / math.pi) * theta - s
+
+    def noise_variance(self, t: ArrayLike) -> Array:
+        """:math:`1 - \\bar\\alpha = 1 - e^{-2t}` (exact, as ``u`` is inverted)."""
+        return ou_coefficients(t)[1]
+
+    def __repr__(self) -> str:
+        return f"CosineVPSchedule(s={self.s})"
+
+
+_Schedule = DiscreteVPSchedule | LinearVPSchedule | CosineVPSchedule
+
+
+# ---------------------------------------------------------------------------
+# Adapters
+# ---------------------------------------------------------------------------
+
+
+def score_from_eps(eps_fn: Callable[[Array, Array], Array], schedule) -> ScoreFn:
+    """OU score from an :math:`\\varepsilon`-prediction network.
+
+    .. math::
+
+        \\nabla \\log p_t(x) = -\\frac{\\varepsilon(x, \\tau(t))}
+        {\\sqrt{1 - \\bar\\alpha(\\tau(t))}},
+
+    where :math:`\\tau(t)` is the network's own time (``schedule.model_time``).
+
+    Parameters
+    ----------
+    eps_fn
+        ``eps_fn(x, model_time) -> eps`` for one unbatched ``x``.
+    schedule
+        :class:`DiscreteVPSchedule`, :class:`LinearVPSchedule` or
+        :class:`CosineVPSchedule`.
+
+    Returns
+    -------
+    score_fn
+        ``score_fn(x, t)`` in OU time, of the dtype of ``x``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import jax.numpy as jnp
+    >>> schedule = DiscreteVPSchedule(jnp.cumprod(1 - jnp.linspace(1e-4, 0.02, 1000)))
+    >>> def eps_fn(x, k):  # exact eps of a N(0, I) prior: sqrt(1 - abar_k) x
+    ...     return jnp.sqrt(1 - schedule.alphas_cumprod[k]) * x
+    >>> score_fn = score_from_eps(eps_fn, schedule)
+    >>> score_fn(jnp.array([2.0, -1.0]), 0.3)  # the score of N(0, I) is -x
+    Array([-2.,  1.], dtype=float32)
+    """
+    if not isinstance(schedule, _Schedule):
+        raise TypeError(
+            "score_from_eps: `schedule` must be a DiscreteVPSchedule, "
+            f"LinearVPSchedule or CosineVPSchedule, got {type(schedule).__name__}."
+        )
+
+    def score_fn(x: Array, t: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        dtype = _float_dtype(x)
+        t = jnp.asarray(t, dtype=dtype)
+        eps = eps_fn(x, schedule.model_time(t))
+        sigma2 = jnp.asarray(schedule.noise_variance(t), dtype=dtype)
+        return (-eps / jnp.sqrt(sigma2)).astype(dtype)
+
+    return score_fn
+
+
+def score_from_x0(denoiser: Callable[[Array, Array], Array]) -> ScoreFn:
+    """OU score from an :math:`x_0`-predictor (posterior-mean denoiser).
+
+    By Tweedie's formula, with :math:`D(x, t) \\approx E[X_0 \\mid X_t = x]`,
+
+    .. math::
+
+        \\nabla \\log p_t(x) = \\frac{e^{-t} D(x, t) - x}{1 - e^{-2t}}.
+
+    Parameters
+    ----------
+    denoiser
+        ``denoiser(x, t) -> x0_hat`` in OU time ``t``.
+
+    Returns
+    -------
+    score_fn
+        ``score_fn(x, t)``, of the dtype of ``x``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> score_fn = score_from_x0(lambda x, t: jnp.zeros_like(x))  # X_0 = 0
+    >>> round(float(score_fn(jnp.array([1.0]), 1.0)[0]), 4)  # p_t = N(0, 1 - e^{-2})
+    -1.1565
+    """
+
+    def score_fn(x: Array, t: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        dtype = _float_dtype(x)
+        alpha, sigma2 = ou_coefficients(jnp.asarray(t, dtype=dtype))
+        x0 = denoiser(x, jnp.asarray(t, dtype=dtype))
+        return ((alpha * x0 - x) / sigma2).astype(dtype)
+
+    return score_fn
+
+
+def _ve_sigma_and_scale(t: Array) -> tuple[Array, Array]:
+    """:math:`\\sigma = \\sqrt{e^{2t} - 1}` and the scale :math:`e^{t}`."""
+    return jnp.sqrt(jnp.expm1(2 * t)), jnp.exp(t)
+
+
+def score_from_ve(score_ve: Callable[[Array, Array], Array]) -> ScoreFn:
+    """OU score from a variance-exploding score :math:`s(z, \\sigma)`.
+
+    :math:`X_t = e^{-t}(X_0 + \\sigma Z)` with :math:`\\sigma = \\sqrt{e^{2t}-1}`,
+    hence
+
+    .. math::
+
+        \\nabla \\log p_t(x) = e^{t}\\, s_{VE}(e^{t} x, \\sigma).
+
+    Parameters
+    ----------
+    score_ve
+        ``score_ve(z, sigma) -> grad_z log p^{VE}_sigma(z)``.
+
+    Returns
+    -------
+    score_fn
+        ``score_fn(x, t)``, of the dtype of ``x``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> score_fn = score_from_ve(lambda z, sigma: -z / (1 + sigma**2))
+    >>> score_fn(jnp.array([1.0]), 0.7).round(4)  # N(0, I) in both conventions
+    Array([-1.], dtype=float32)
+    """
+
+    def score_fn(x: Array, t: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        dtype = _float_dtype(x)
+        sigma, scale = _ve_sigma_and_scale(jnp.asarray(t, dtype=dtype))
+        return (scale * score_ve(scale * x, sigma)).astype(dtype)
+
+    return score_fn
+
+
+def score_from_edm_denoiser(denoiser: Callable[[Array, Array], Array]) -> ScoreFn:
+    """OU score from an EDM denoiser :math:`D(z, \\sigma)` (Karras et al. 2022).
+
+    With :math:`D(z, \\sigma) \\approx E[X_0 \\mid X_0 + \\sigma Z = z]`,
+    :math:`s_{VE}(z, \\sigma) = (D(z, \\sigma) - z)/\\sigma^2`, and with
+    :math:`z = e^{t}x`, :math:`\\sigma = \\sqrt{e^{2t}-1}`,
+
+    .. math::
+
+        \\nabla \\log p_t(x) = e^{t}\\,\\frac{D(e^{t}x, \\sigma) - e^{t}x}{\\sigma^2}
+        = \\frac{e^{-t} D(e^{t}x, \\sigma) - x}{1 - e^{-2t}}.
+
+    The second form is used: it has no :math:`e^{2t}` overflow at large ``t``.
+
+    Parameters
+    ----------
+    denoiser
+        ``denoiser(z, sigma) -> x0_hat`` (EDM preconditioning included).
+
+    Returns
+    -------
+    score_fn
+        ``score_fn(x, t)``, of the dtype of ``x``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> score_fn = score_from_edm_denoiser(lambda z, sigma: z / (1 + sigma**2))
+    >>> score_fn(jnp.array([1.0]), 0.7).round(4)  # N(0, I) in both conventions
+    Array([-1.], dtype=float32)
+    """
+
+    def score_fn(x: Array, t: ArrayLike) -> Array:
+        x = jnp.asarray(x)
+        dtype = _float_dtype(x)
+        t = jnp.asarray(t, dtype=dtype)
+        sigma, scale = _ve_sigma_and_scale(t)
+        alpha, sigma2 = ou_coefficients(t)
+        x0 = denoiser(scale * x, sigma)
+        return ((alpha * x0 - x) / sigma2).astype(dtype)
+
+    return score_fn

@@ -12,6 +12,7 @@ from numpyro_almc._driver import (
     initial_positions,
     run_almc,
 )
+from numpyro_almc._infer import ALMC, ALMCSamplerState, ScorePrior
 from numpyro_almc._kernel import (
     ALMCInfo,
     ALMCState,
@@ -26,7 +27,22 @@ from numpyro_almc._precondition import (
     LinearOperatorPreconditioner,
     dense_preconditioner,
     diagonal_preconditioner,
+    hessian_preconditioner,
     linear_gaussian_preconditioner,
+)
+from numpyro_almc._prior_sampling import sample_prior
+from numpyro_almc._scores import (
+    CosineVPSchedule,
+    DiscreteVPSchedule,
+    LinearVPSchedule,
+    gaussian_mixture_log_density,
+    gaussian_mixture_score,
+    gaussian_score,
+    ou_coefficients,
+    score_from_edm_denoiser,
+    score_from_eps,
+    score_from_ve,
+    score_from_x0,
 )
 from numpyro_almc._schedules import (
     ANNEAL,
@@ -49,6 +65,21 @@ almc.build_kernel = build_kernel
 __version__ = "0.1.0"
 
 __all__ = [
+    "CosineVPSchedule",
+    "DiscreteVPSchedule",
+    "LinearVPSchedule",
+    "gaussian_mixture_log_density",
+    "gaussian_mixture_score",
+    "gaussian_score",
+    "ou_coefficients",
+    "score_from_edm_denoiser",
+    "score_from_eps",
+    "score_from_ve",
+    "score_from_x0",
+    "sample_prior",
+    "ALMC",
+    "ALMCSamplerState",
+    "ScorePrior",
     "ALMCInfo",
     "ALMCResult",
     "ALMCSchedule",
@@ -65,6 +96,7 @@ __all__ = [
     "chain_keys",
     "dense_preconditioner",
     "diagonal_preconditioner",
+    "hessian_preconditioner",
     "initial_positions",
     "langevin_schedule",
     "linear_gaussian_preconditioner",

@@ -166,10 +166,12 @@ def test_one_step_transition_moments():
 
 def test_determinism_and_chain_independence():
     sched = na.budget_schedule(60, num_warm_start_steps=10, step_size=0.1)
+
     def run(key, n):
         return na.run_almc(
             key, loglik, SCORE, sched, jnp.zeros(3), num_chains=n, final_window=10
         )
+
     a, b = run(jax.random.key(5), 6), run(jax.random.key(5), 6)
     np.testing.assert_array_equal(a.state.position, b.state.position)
     np.testing.assert_array_equal(a.window_draw, b.window_draw)

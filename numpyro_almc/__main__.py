@@ -83,8 +83,8 @@ def _demo(args) -> int:
     ] + [(f"draw {k}", prior.decode(draws[k * len(draws) // 4])) for k in range(4)]
     fig, axes = plt.subplots(1, len(panels), figsize=(2 * len(panels), 2.4))
     for ax, (title, img) in zip(axes, panels, strict=True):
-        cmap = plt.get_cmap("magma" if title == "posterior sd" else "gray_r").copy()
-        cmap.set_bad("#9ecae1")  # unobserved pixels
+        cmap = plt.get_cmap("magma" if title == "posterior sd" else "gray_r")
+        cmap = cmap.with_extremes(bad="#9ecae1")  # unobserved pixels
         vmax = None if title == "posterior sd" else 16
         ax.imshow(np.asarray(img, float).reshape(8, 8), cmap=cmap, vmin=0, vmax=vmax)
         ax.set_title(title, fontsize=9)

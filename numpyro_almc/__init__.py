@@ -5,6 +5,7 @@ The core is a BlackJAX-style kernel (:func:`almc`), a jitted multi-chain driver
 :func:`budget_schedule`).
 """
 
+from numpyro_almc._diagnostics import to_inference_data
 from numpyro_almc._driver import (
     ALMCResult,
     ALMCTrace,
@@ -31,6 +32,17 @@ from numpyro_almc._precondition import (
     linear_gaussian_preconditioner,
 )
 from numpyro_almc._prior_sampling import sample_prior
+from numpyro_almc._schedules import (
+    ANNEAL,
+    TAIL,
+    WARM_START,
+    ALMCSchedule,
+    budget_schedule,
+    langevin_schedule,
+    ou_noise_variance,
+    paper_schedule,
+    schedule_at,
+)
 from numpyro_almc._scores import (
     CosineVPSchedule,
     DiscreteVPSchedule,
@@ -43,17 +55,6 @@ from numpyro_almc._scores import (
     score_from_eps,
     score_from_ve,
     score_from_x0,
-)
-from numpyro_almc._schedules import (
-    ANNEAL,
-    TAIL,
-    WARM_START,
-    ALMCSchedule,
-    budget_schedule,
-    langevin_schedule,
-    ou_noise_variance,
-    paper_schedule,
-    schedule_at,
 )
 
 #: ``almc(loglikelihood_fn, score_fn, schedule)`` -> a BlackJAX ``SamplingAlgorithm``;
@@ -105,4 +106,5 @@ __all__ = [
     "run_almc",
     "schedule_at",
     "standard_normal_score",
+    "to_inference_data",
 ]

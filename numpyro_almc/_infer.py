@@ -11,13 +11,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
+from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import constrain_fn, initialize_model
 from numpyro.primitives import Messenger
-from jax.flatten_util import ravel_pytree
 from numpyro.util import identity, is_prng_key
 
 from numpyro_almc._kernel import ALMCState, build_kernel, init
@@ -32,7 +32,8 @@ class ScorePrior(dist.Distribution):
     r"""A prior on real arrays known only through the score of its OU-noised laws.
 
     ``score_fn(x, t) = ∇_x log p_t(x)`` for one unbatched ``x`` of shape
-    ``event_shape`` and a scalar OU time ``t`` (``X_t = e^{-t} X_0 + sqrt(1-e^{-2t}) Z``).
+    ``event_shape`` and a scalar OU time ``t``, where
+    ``X_t = e^{-t} X_0 + sqrt(1-e^{-2t}) Z``.
     Sample a model holding one with :class:`ALMC`; NUTS and friends fail loudly on it
     because :meth:`log_prob` raises unless ``log_density_fn`` is given.
 
@@ -167,8 +168,9 @@ def _find_score_prior(fn) -> ScorePrior | None:
     while inner is not None:
         if isinstance(inner, ScorePrior):
             raise ValueError(
-                f"A ScorePrior is wrapped in {type(base).__name__}: ALMC needs it on an "
-                "unconstrained real site. Apply transforms to the value in the model "
+                f"A ScorePrior is wrapped in {type(base).__name__}: ALMC needs it on "
+                "an unconstrained real site. Apply transforms to the value in the "
+                "model "
                 "instead (e.g. numpyro.deterministic('y', f(x)))."
             )
         inner = getattr(inner, "base_dist", None)
@@ -401,8 +403,9 @@ class ALMC(MCMCKernel):
         return self._score_sites
 
     def get_diagnostics_str(self, state):
-        return "t={:.3g}, step {:.2e}, {} divergences".format(
-            float(state.time), float(state.step_size), int(state.num_diverging)
+        return (
+            f"t={float(state.time):.3g}, step {float(state.step_size):.2e}, "
+            f"{int(state.num_diverging)} divergences"
         )
 
     def postprocess_fn(self, model_args, model_kwargs):
@@ -482,6 +485,17 @@ class ALMC(MCMCKernel):
         if callable(precond) and not hasattr(precond, "apply"):
             return precond(theta)
         return precond
+
+    @staticmethod
+    def _x_loglik_fn(loglik_fn, theta):
+        """``-R`` as a function of the ScorePrior sites, the other sites fixed."""
+        if not theta:
+            return loglik_fn
+
+        def x_loglik(xs):
+            return loglik_fn({**xs, **theta})
+
+        return x_loglik
 
     @staticmethod
     def _x_score_fn(score_fn, theta):
@@ -584,7 +598,7 @@ class ALMC(MCMCKernel):
 
         def one(z, key):
             xs, theta = self._split(z)
-            x_loglik = lambda v: loglik_fn({**v, **theta}) if theta else loglik_fn(v)
+            x_loglik = self._x_loglik_fn(loglik_fn, theta)
             x_score = self._x_score_fn(score_fn, theta)
             core = init(xs, x_loglik, x_score, schedule.times[0])
             ll, grad = jax.value_and_grad(loglik_fn)(z)
@@ -646,12 +660,8 @@ class ALMC(MCMCKernel):
             rng_key, key_x, key_theta = jax.random.split(st.rng_key, 3)
             xs, theta = self._split(st.z)
             x_grad, _ = self._split(st.measurement_loglik_grad)
-            x_loglik = (
-                (lambda v: loglik_fn({**v, **theta})) if theta else loglik_fn
-            )
-            core = ALMCState(
-                xs, st.score, st.measurement_loglik, x_grad, st.time, st.i
-            )
+            x_loglik = self._x_loglik_fn(loglik_fn, theta)
+            core = ALMCState(xs, st.score, st.measurement_loglik, x_grad, st.time, st.i)
             precond = st.preconditioner
             if theta and self._preconditioner is not None:
                 # M may depend on the other sites (e.g. (I + AᵀA/σ²)^{-1}): recompute
@@ -670,14 +680,20 @@ class ALMC(MCMCKernel):
             diverging = info.is_diverging
             if theta:
                 z, ll, grad, theta_h, accept, theta_bad = self._theta_step(
-                    key_theta, loglik_fn, new.position, theta, st.theta_step_size,
+                    key_theta,
+                    loglik_fn,
+                    new.position,
+                    theta,
+                    st.theta_step_size,
                     in_warmup,
                 )
                 diverging = diverging | theta_bad
             else:
                 z, ll = new.position, new.loglikelihood
-                grad, theta_h, accept = new.loglikelihood_grad, st.theta_step_size, (
-                    st.theta_accept_prob
+                grad, theta_h, accept = (
+                    new.loglikelihood_grad,
+                    st.theta_step_size,
+                    (st.theta_accept_prob),
                 )
             return ALMCSamplerState(
                 i=new.step,
@@ -704,15 +720,11 @@ class ALMC(MCMCKernel):
         flat, unravel = ravel_pytree(theta)
         dtype = flat.dtype
 
-        def cond_ll(v):
-            return loglik_fn({**xs, **unravel(v)})
-
         def full(v):
             ll, grad = jax.value_and_grad(loglik_fn)({**xs, **unravel(v)})
             g_theta, _ = ravel_pytree({k: grad[k] for k in theta})
             return ll, grad, g_theta
 
-        del cond_ll
         ll0, grad0, g0 = full(flat)
         noise = jax.random.normal(key_prop, flat.shape, dtype)
         prop = flat + h * g0 + jnp.sqrt(2 * h) * noise

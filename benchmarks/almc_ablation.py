@@ -23,12 +23,9 @@ with a generated "What holds" paragraph.
 from __future__ import annotations
 
 import inspect
-import math
 import pathlib
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from almc_quality import (
     floors,
@@ -74,7 +71,11 @@ def evaluate(sets, schedule, *, precondition=True):
     for name, (problems, seeds, exact) in sets.items():
         draws = np.asarray(
             sample_batch(
-                problems, seeds, schedule, precondition=precondition, num_chains=NUM_CHAINS
+                problems,
+                seeds,
+                schedule,
+                precondition=precondition,
+                num_chains=NUM_CHAINS,
             )
         )
         draws = np.where(np.isfinite(draws), draws, 1e30)
@@ -97,16 +98,16 @@ def main():
     sets = problem_sets()
     names = list(sets)
     floor = {
-        n: {
-            k: float(np.mean([e[2][k] for e in sets[n][2]])) for k in ("tv", "sw")
-        }
+        n: {k: float(np.mean([e[2][k] for e in sets[n][2]])) for k in ("tv", "sw")}
         for n in names
     }
     results = {}  # (family, label, budget) -> res
 
     def run(family, label, budget, schedule, precondition=True):
         t0 = time.perf_counter()
-        results[(family, label, budget)] = evaluate(sets, schedule, precondition=precondition)
+        results[(family, label, budget)] = evaluate(
+            sets, schedule, precondition=precondition
+        )
         r = results[(family, label, budget)]
         print(
             f"{family:10s} {label:38s} {budget:5d} "
@@ -133,15 +134,26 @@ def main():
                         "schedule",
                         f"grid={grid} rule={rule} δ={delta:g}",
                         budget,
-                        budget_schedule(budget, grid=grid, step_rule=rule, step_size=delta),
+                        budget_schedule(
+                            budget, grid=grid, step_rule=rule, step_size=delta
+                        ),
                     )
         # C. warm start
         results[("warm start", "num_warm_start_steps=100", budget)] = default
-        run("warm start", "num_warm_start_steps=0", budget,
-            budget_schedule(budget, num_warm_start_steps=0))
+        run(
+            "warm start",
+            "num_warm_start_steps=0",
+            budget,
+            budget_schedule(budget, num_warm_start_steps=0),
+        )
         # D. preconditioning
-        run("precond", "not preconditioned, rule=noise δ=0.01", budget,
-            budget_schedule(budget, step_size=0.01), False)
+        run(
+            "precond",
+            "not preconditioned, rule=noise δ=0.01",
+            budget,
+            budget_schedule(budget, step_size=0.01),
+            False,
+        )
         if not sweep:
             continue
         # B. early-stopping time
@@ -149,12 +161,21 @@ def main():
             if tau == DEFAULTS["early_stop_time"]:
                 results[("tau", f"τ={tau:g}", budget)] = default
                 continue
-            run("tau", f"τ={tau:g}", budget, budget_schedule(budget, early_stop_time=tau))
+            run(
+                "tau",
+                f"τ={tau:g}",
+                budget,
+                budget_schedule(budget, early_stop_time=tau),
+            )
         # F. tail fraction
         results[("tail", "tail_fraction=0", budget)] = default
         for frac in (0.1, 0.3):
-            run("tail", f"tail_fraction={frac:g}", budget,
-                budget_schedule(budget, tail_fraction=frac))
+            run(
+                "tail",
+                f"tail_fraction={frac:g}",
+                budget,
+                budget_schedule(budget, tail_fraction=frac),
+            )
     # E. paper schedule, equal δ, κ sets the number of steps (hence the cost).
     T, tau0 = 3.0, 0.02
     for delta in (0.01,):
@@ -209,7 +230,12 @@ def main():
         return s
 
     for fam, title in titles.items():
-        body += [f"## {title}", "", f"| config | budget | {cols} |", "|---|---|" + "---|" * len(names)]
+        body += [
+            f"## {title}",
+            "",
+            f"| config | budget | {cols} |",
+            "|---|---|" + "---|" * len(names),
+        ]
         keys = [k for k in results if k[0] == fam]
         keys.sort(key=lambda k: (k[2], list(results).index(k)))
         for k in keys:
@@ -230,13 +256,17 @@ def main():
     for b in SWEEP_BUDGETS:
         for n in names:
             for metric in ("tv", "sw"):
-                vals = np.array([results[("schedule", lab, b)][n][metric] for lab in labels])
+                vals = np.array(
+                    [results[("schedule", lab, b)][n][metric] for lab in labels]
+                )
                 vals = np.where(np.isfinite(vals), vals, np.inf)
                 order = np.argsort(np.argsort(vals, kind="stable"), kind="stable")
                 for lab, rnk in zip(labels, order, strict=True):
                     ranks[lab].append(rnk + 1)
             for lab in labels:
-                excess[lab].append(results[("schedule", lab, b)][n]["tv"] - floor[n]["tv"])
+                excess[lab].append(
+                    results[("schedule", lab, b)][n]["tv"] - floor[n]["tv"]
+                )
     mean_rank = {lab: float(np.mean(v)) for lab, v in ranks.items()}
     mean_excess = {lab: float(np.mean(v)) for lab, v in excess.items()}
     order = sorted(labels, key=lambda lab: mean_rank[lab])
@@ -256,7 +286,9 @@ def main():
     # ------------------------------------------------------------ what holds
     def fam_mean(fam, label, metric="tv", problems=names, budgets=BUDGETS):
         return float(
-            np.mean([results[(fam, label, b)][n][metric] for b in budgets for n in problems])
+            np.mean(
+                [results[(fam, label, b)][n][metric] for b in budgets for n in problems]
+            )
         )
 
     best = order[0]
@@ -289,8 +321,14 @@ def main():
         f"{min(tau_sw, key=tau_sw.get):g}."
     )
     for b in BUDGETS:
-        w0 = {n: results[("warm start", "num_warm_start_steps=0", b)][n]["tv"] for n in names}
-        w1 = {n: results[("warm start", "num_warm_start_steps=100", b)][n]["tv"] for n in names}
+        w0 = {
+            n: results[("warm start", "num_warm_start_steps=0", b)][n]["tv"]
+            for n in names
+        }
+        w1 = {
+            n: results[("warm start", "num_warm_start_steps=100", b)][n]["tv"]
+            for n in names
+        }
         holds.append(
             f"* Warm start at budget {b}: TV without / with (100 steps): "
             + ", ".join(f"{n} {fmt(w0[n])} / {fmt(w1[n])}" for n in names)
@@ -298,10 +336,12 @@ def main():
         )
     for b in BUDGETS:
         on = results[("precond", "preconditioned (defaults)", b)]
-        offs = [k for k in results if k[0] == "precond" and k[2] == b and k[1].startswith("not")]
-        best_off = {
-            n: min(results[k][n]["tv"] for k in offs) for n in names
-        }
+        offs = [
+            k
+            for k in results
+            if k[0] == "precond" and k[2] == b and k[1].startswith("not")
+        ]
+        best_off = {n: min(results[k][n]["tv"] for k in offs) for n in names}
         holds.append(
             f"* Preconditioning at budget {b}: TV with / best without: "
             + ", ".join(f"{n} {fmt(on[n]['tv'])} / {fmt(best_off[n])}" for n in names)
@@ -318,7 +358,10 @@ def main():
         )
         + "."
     )
-    tails = {f: fam_mean("tail", f"tail_fraction={f:g}", budgets=SWEEP_BUDGETS) for f in (0.0, 0.1, 0.3)}
+    tails = {
+        f: fam_mean("tail", f"tail_fraction={f:g}", budgets=SWEEP_BUDGETS)
+        for f in (0.0, 0.1, 0.3)
+    }
     holds.append(
         "* tail_fraction: mean TV "
         + ", ".join(f"{f:g}: {fmt(v)}" for f, v in tails.items())

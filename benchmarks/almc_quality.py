@@ -66,9 +66,7 @@ def stack(trees):
 
 def preconditioners(problems):
     """``linear_gaussian_preconditioner`` of every problem, stacked."""
-    return stack(
-        [linear_gaussian_preconditioner(p.A, p.noise_std) for p in problems]
-    )
+    return stack([linear_gaussian_preconditioner(p.A, p.noise_std) for p in problems])
 
 
 @functools.partial(jax.jit, static_argnames=("num_chains",))
@@ -92,7 +90,9 @@ def _sample(problems, keys, schedule, precond, *, num_chains):
     return jax.vmap(one)(problems, keys, precond)
 
 
-def sample_batch(problems, seeds, schedule, *, precondition=True, num_chains=NUM_CHAINS):
+def sample_batch(
+    problems, seeds, schedule, *, precondition=True, num_chains=NUM_CHAINS
+):
     """ALMC draws ``(P, num_chains, d)`` for a list of same-shaped problems."""
     batch = stack(problems)
     keys = jnp.stack([jax.random.key(s) for s in seeds])
@@ -156,7 +156,9 @@ def fmt(v, digits=3):
 
 def gmm25_problems(obs_dim, num_seeds=NUM_SEEDS, dim=GMM_DIM):
     seeds = list(range(num_seeds))
-    return [gmm25_problem(jax.random.key(s), dim=dim, obs_dim=obs_dim) for s in seeds], seeds
+    return [
+        gmm25_problem(jax.random.key(s), dim=dim, obs_dim=obs_dim) for s in seeds
+    ], seeds
 
 
 # ---------------------------------------------------------------------------
@@ -247,8 +249,18 @@ def main(num_seeds=NUM_SEEDS):
                 f"{time.perf_counter() - t0:.1f} |"
             )
             if budget == 1000:
-                msw_1000[dy] = (mean_of(rows, "msw"), mean_of(rows, "sw"), mean_of(fl, "msw"))
-            print("gmm25", dy, budget, [round(mean_of(rows, k), 4) for k in ("tv", "sw", "msw")], flush=True)
+                msw_1000[dy] = (
+                    mean_of(rows, "msw"),
+                    mean_of(rows, "sw"),
+                    mean_of(fl, "msw"),
+                )
+            print(
+                "gmm25",
+                dy,
+                budget,
+                [round(mean_of(rows, k), 4) for k in ("tv", "sw", "msw")],
+                flush=True,
+            )
     lines.append("")
 
     # --- beside MCGdiff ------------------------------------------------------------

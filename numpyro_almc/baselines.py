@@ -73,6 +73,21 @@ def _real(name: str, value, *, minimum: float = 0.0, strict: bool = True) -> flo
     return value
 
 
+def _knob(name: str, value, *, strict: bool = True):
+    """A numeric knob that may be traced (changing it must not recompile).
+
+    Python numbers and concrete scalar arrays are checked here; a traced value
+    (e.g. a knob swept under ``jit``/``vmap``) cannot be, and is passed through.
+    """
+    if isinstance(value, jax.Array | np.ndarray | np.generic):
+        if np.ndim(value) != 0:
+            raise ValueError(f"`{name}` must be a scalar, got shape {np.shape(value)}.")
+        if isinstance(value, jax.core.Tracer):
+            return value
+        value = np.asarray(value).item()
+    return _real(name, value, strict=strict)
+
+
 def _count(name: str, value, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer, got {value!r}.")
@@ -234,6 +249,8 @@ def dps(
         The main knob, ``>= 0`` (0 samples the prior). Too small ignores the data;
         too large overshoots and collapses onto a few modes or diverges. It is
         problem dependent: tune it on a grid (DPS used ``ζ' ∈ [0.1, 1]`` for images).
+        May be a JAX scalar, traced under ``jit``/``vmap`` (a sweep then does not
+        recompile; a traced value cannot be checked).
     initial_time
         OU time ``T`` of the start (``N(0, I)``). The start is exact only when
         ``e^{-T}·|x_0|`` is small: take ``T ≈ 5`` for priors of scale ~30.
@@ -267,7 +284,7 @@ def dps(
     position = _position(position)
     num_samples = _count("num_samples", num_samples)
     num_steps = _count("num_steps", num_steps)
-    guidance_scale = _real("guidance_scale", guidance_scale, strict=False)
+    guidance_scale = _knob("guidance_scale", guidance_scale, strict=False)
     initial_time, final_time = _time_range(initial_time, final_time)
     eps = _real("eps", eps)
     if not isinstance(normalize, bool):
@@ -337,7 +354,8 @@ def langevin(
         ``h > 0``, the main knob. Stability needs ``h`` below about
         ``σ_t² = 1 − e^{−2t}`` times the prior's scale (the curvature of ``p_t`` is at
         most ``1/σ_t²``) and below ``1 / L`` for the likelihood's smoothness ``L``
-        (or use ``preconditioner``); the bias grows with ``h``.
+        (or use ``preconditioner``); the bias grows with ``h``. May be a traced JAX
+        scalar (no recompilation; not checked).
     time
         The OU time ``t > 0`` of the target :math:`\mu_t` (bias toward the noised
         prior grows with ``t``; stiffness with ``1/t``).
@@ -367,9 +385,13 @@ def langevin(
     position = _position(position)
     num_samples = _count("num_samples", num_samples)
     num_steps = _count("num_steps", num_steps)
-    step_size = _real("step_size", step_size)
+    step_size = _knob("step_size", step_size)
     time = _real("time", time)
-    schedule = langevin_schedule(time, step_size, num_steps, dtype=position.dtype)
+    # Unit steps scaled by the (possibly traced) step size: a new h does not recompile.
+    schedule = langevin_schedule(time, 1.0, num_steps, dtype=position.dtype)
+    schedule = schedule._replace(
+        step_sizes=schedule.step_sizes * jnp.asarray(step_size, position.dtype)
+    )
     res = run_almc(
         rng_key,
         loglikelihood_fn,
@@ -398,6 +420,10 @@ def annealed_langevin_schedule(
     ``steps_per_level`` steps of the OU step size of Song & Ermon's
     ``α_i = ε σ_i² / σ_L²`` (see :func:`annealed_langevin`).
     """
+    num_levels = _count("num_levels", num_levels)
+    steps_per_level = _count("steps_per_level", steps_per_level)
+    step_size = _real("step_size", step_size)
+    initial_time, final_time = _time_range(initial_time, final_time)
     levels = _anneal_times("snr", initial_time, final_time, max(num_levels - 1, 1))
     levels = levels[:num_levels] if num_levels > 1 else levels[-1:]
     ve_var = np.expm1(2 * levels)  # σ_i² in VE units
@@ -471,7 +497,8 @@ def annealed_langevin(
         ``ε > 0``, the step at the last level (Song & Ermon: 2e-5 for images in
         [0, 1]); the main knob. Stability needs roughly ``ε < σ_L²`` (OU variance
         ``1 − e^{−2 t_L}``) times the prior's local scale and ``ε < 1/L_R`` for the
-        likelihood's smoothness (or a ``preconditioner``).
+        likelihood's smoothness (or a ``preconditioner``). May be a traced JAX
+        scalar (no recompilation; not checked).
     initial_time, final_time
         OU times of the first and last level, ``initial_time > final_time > 0``.
         Song & Ermon take the largest σ about the largest distance between data
@@ -503,15 +530,14 @@ def annealed_langevin(
     num_samples = _count("num_samples", num_samples)
     num_levels = _count("num_levels", num_levels)
     steps_per_level = _count("steps_per_level", steps_per_level)
-    step_size = _real("step_size", step_size)
+    step_size = _knob("step_size", step_size)
     initial_time, final_time = _time_range(initial_time, final_time)
     schedule = annealed_langevin_schedule(
-        num_levels,
-        steps_per_level,
-        step_size,
-        initial_time,
-        final_time,
-        dtype=position.dtype,
+        num_levels, steps_per_level, 1.0, initial_time, final_time, dtype=position.dtype
+    )
+    # Steps are linear in ε: scale the unit schedule (a traced ε does not recompile).
+    schedule = schedule._replace(
+        step_sizes=schedule.step_sizes * jnp.asarray(step_size, position.dtype)
     )
     res = run_almc(
         rng_key,

@@ -17,6 +17,7 @@ from numpyro_almc._kernel import (
     standard_normal_score,
 )
 from numpyro_almc._schedules import ALMCSchedule, schedule_at
+from numpyro_almc._static import by_identity
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = ["ALMCResult", "ALMCTrace", "run_almc", "chain_keys", "initial_positions"]
@@ -313,9 +314,9 @@ def run_almc(
         init_positions,
         schedule,
         preconditioner,
-        loglikelihood_fn=loglikelihood_fn,
-        score_fn=score_fn,
-        reference_score_fn=reference_score_fn,
+        loglikelihood_fn=by_identity(loglikelihood_fn),
+        score_fn=by_identity(score_fn),
+        reference_score_fn=by_identity(reference_score_fn),
         num_steps=num_steps,
         final_window=final_window,
         path_every=path_every,

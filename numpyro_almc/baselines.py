@@ -49,6 +49,7 @@ from numpyro_almc._schedules import (
     _anneal_times,
     langevin_schedule,
 )
+from numpyro_almc._static import by_identity
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
 
 __all__ = ["annealed_langevin", "annealed_langevin_schedule", "dps", "langevin"]
@@ -301,8 +302,8 @@ def dps(
         times,
         jnp.asarray(guidance_scale, dtype),
         jnp.asarray(eps, dtype),
-        score_fn=score_fn,
-        loglikelihood_fn=loglikelihood_fn,
+        score_fn=by_identity(score_fn),
+        loglikelihood_fn=by_identity(loglikelihood_fn),
         normalize=normalize,
     )
 

@@ -410,3 +410,27 @@ def test_driver_and_kernel_reject_bad_arguments():
         na.dense_preconditioner(jnp.array([[1.0, 0.5], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="> 0"):
         na.diagonal_preconditioner(jnp.array([1.0, 0.0]))
+
+
+class _UnhashableScore:
+    """Like an Equinox module holding arrays: callable but not hashable."""
+
+    __hash__ = None
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, x, t):
+        return self.fn(x, t)
+
+
+def test_unhashable_score_objects_work_and_do_not_recompile():
+    score = _UnhashableScore(SCORE)
+    sched = na.budget_schedule(20, num_warm_start_steps=2)
+    a = na.run_almc(jax.random.key(0), loglik, score, sched, jnp.zeros(3))
+    size = na._driver._run._cache_size()
+    b = na.run_almc(jax.random.key(0), loglik, score, sched, jnp.zeros(3))
+    assert na._driver._run._cache_size() == size
+    np.testing.assert_array_equal(a.state.position, b.state.position)
+    ref = na.run_almc(jax.random.key(0), loglik, SCORE, sched, jnp.zeros(3))
+    np.testing.assert_allclose(a.state.position, ref.state.position, rtol=1e-6)

@@ -1,0 +1,35 @@
+"""Callables as static arguments of ``jax.jit``, hashed by identity."""
+
+from __future__ import annotations
+
+__all__ = ["by_identity"]
+
+
+class _ByIdentity:
+    """A callable that hashes and compares by the identity of the wrapped function.
+
+    ``jax.jit`` hashes static arguments; an Equinox module or a dataclass holding
+    arrays is not hashable, and a callable with a value-based ``__eq__`` could make
+    two different score functions share a compiled program. Identity is what a
+    compiled run depends on. The jit cache keeps the wrapper (and so the function)
+    alive, so an ``id`` is never reused while its entry exists.
+    """
+
+    __slots__ = ("fn", "__weakref__")
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __hash__(self):
+        return id(self.fn)
+
+    def __eq__(self, other):
+        return isinstance(other, _ByIdentity) and other.fn is self.fn
+
+
+def by_identity(fn):
+    """Wrap ``fn`` for use as a static jit argument (idempotent)."""
+    return fn if isinstance(fn, _ByIdentity) else _ByIdentity(fn)

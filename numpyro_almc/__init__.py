@@ -56,6 +56,16 @@ from numpyro_almc._scores import (
     score_from_ve,
     score_from_x0,
 )
+from numpyro_almc._smc import (
+    SMCInfo,
+    SMCResult,
+    SMCState,
+    almc_smc,
+    build_smc_kernel,
+    gaussian_warm_start_log_normalizer,
+    init_smc,
+    ou_log_density_time_derivative,
+)
 
 #: ``almc(loglikelihood_fn, score_fn, schedule)`` -> a BlackJAX ``SamplingAlgorithm``;
 #: ``almc.init`` and ``almc.build_kernel`` are the pieces, as in BlackJAX.
@@ -104,6 +114,14 @@ __all__ = [
     "ou_noise_variance",
     "paper_schedule",
     "run_almc",
+    "SMCInfo",
+    "SMCResult",
+    "SMCState",
+    "almc_smc",
+    "build_smc_kernel",
+    "gaussian_warm_start_log_normalizer",
+    "init_smc",
+    "ou_log_density_time_derivative",
     "schedule_at",
     "standard_normal_score",
     "to_inference_data",

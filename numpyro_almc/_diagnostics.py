@@ -21,6 +21,7 @@ import numpy as np
 
 from numpyro_almc._driver import ALMCResult
 from numpyro_almc._kernel import ALMCInfo, ALMCState
+from numpyro_almc._smc import SMCResult
 
 __all__ = ["to_inference_data", "arviz_major_version"]
 
@@ -207,6 +208,41 @@ def _from_history(history, *, var_names, warmup, num_warmup):
     return groups
 
 
+def _from_smc(result, *, var_names, resample: bool, seed: int):
+    """Particles as one chain of draws; weights, ESS and resampling in stats."""
+    log_w = np.asarray(result.log_weights, np.float64)
+    n = log_w.shape[0]
+    particles = _names_and_leaves(result.particles, var_names, 1)
+    if resample:
+        # Systematic resampling to equal weights: ArviZ treats draws as equally
+        # weighted, so exporting weighted particles as they are would be wrong.
+        w = np.exp(log_w - log_w.max())
+        w /= w.sum()
+        u = (np.random.default_rng(seed).random() + np.arange(n)) / n
+        idx = np.minimum(np.searchsorted(np.cumsum(w), u), n - 1)
+        particles = {k: v[idx] for k, v in particles.items()}
+        log_w = np.full(n, -np.log(n))
+    ess = np.asarray(result.ess)
+    resampled = np.asarray(result.resampled)
+    row = np.ones((1, n))
+    sample_stats = {
+        "log_weight": log_w[None, :],
+        "final_ess": float(ess[-1]) * row,
+        "min_ess": float(ess.min()) * row,
+        "num_resampling_events": int(resampled.sum()) * row.astype(np.int64),
+    }
+    attrs = {
+        "ess_trace": ess.tolist(),
+        "resampling_steps": np.flatnonzero(resampled).tolist(),
+        "log_evidence_ratio": float(result.log_evidence_ratio),
+        "log_evidence_ratio_se": float(result.log_evidence_ratio_se),
+    }
+    if result.log_evidence is not None:
+        attrs["log_evidence"] = float(result.log_evidence)
+    posterior = {k: v[None] for k, v in particles.items()}
+    return {"posterior": posterior, "sample_stats": sample_stats}, attrs
+
+
 def to_inference_data(
     result,
     *,
@@ -215,6 +251,8 @@ def to_inference_data(
     num_warmup: int = 0,
     draw: str = "last",
     path_every: int | None = None,
+    resample: bool = True,
+    seed: int = 0,
     coords: dict | None = None,
     dims: dict | None = None,
     attrs: dict | None = None,
@@ -245,6 +283,13 @@ def to_inference_data(
     path_every
         ``ALMCResult`` only: the ``path_every`` of the run, when it cannot be
         inferred from the path's length.
+    resample, seed
+        ``SMCResult`` (from :func:`~numpyro_almc.almc_smc`) only: the particles
+        become one chain of draws; with ``resample=True`` they are first resampled
+        (systematic, ``seed``) to equal weights, since ArviZ treats draws as equally
+        weighted. ``sample_stats`` holds ``log_weight``, ``final_ess``, ``min_ess``
+        and ``num_resampling_events``; the ESS trace, the resampling steps and the
+        evidence estimate go to the attributes.
     coords, dims, attrs
         Passed to ``arviz.from_dict``.
 
@@ -254,6 +299,13 @@ def to_inference_data(
     ``posterior`` and ``sample_stats`` (``diverging``, ``step_size``, ``time``,
     ``measurement_loglik``), plus the warmup groups when asked.
     """
+    if isinstance(result, SMCResult):
+        groups, smc_attrs = _from_smc(
+            result, var_names=var_names, resample=resample, seed=seed
+        )
+        return _build(
+            groups, coords=coords, dims=dims, attrs={**smc_attrs, **(attrs or {})}
+        )
     if isinstance(result, ALMCResult):
         groups = _from_result(
             result, var_names=var_names, warmup=warmup, draw=draw, path_every=path_every

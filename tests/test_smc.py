@@ -299,3 +299,36 @@ def test_bad_arguments_raise():
         almc_smc(*args, num_particles=4.0)
     with pytest.raises(TypeError, match="schedule"):
         almc_smc(args[0], args[1], args[2], None, args[4], num_particles=4)
+
+
+def test_smc_result_exports_to_arviz():
+    import numpyro_almc as na
+    from numpyro_almc.testbeds import conflict_problem
+
+    problem = conflict_problem(2, noise_std=2.0)
+    res = na.almc_smc(
+        jax.random.key(0),
+        problem.loglikelihood_fn,
+        problem.score_fn,
+        na.budget_schedule(60),
+        jnp.zeros(2),
+        num_particles=128,
+    )
+    data = na.to_inference_data(res)
+    assert data.posterior["x"].shape == (1, 128, 2)
+    stats = data.sample_stats
+    for name in ("log_weight", "final_ess", "min_ess", "num_resampling_events"):
+        assert name in stats
+    # resampled to equal weights, every draw is one of the particles
+    np.testing.assert_allclose(np.exp(np.asarray(stats["log_weight"])), 1 / 128)
+    particles = np.asarray(res.particles)
+    drawn = np.asarray(data.posterior["x"])[0]
+    assert all((np.abs(particles - d).sum(1) == 0).any() for d in drawn)
+    assert len(data.attrs["ess_trace"]) == np.asarray(res.ess).shape[0]
+    assert int(stats["num_resampling_events"][0, 0]) == len(
+        data.attrs["resampling_steps"]
+    )
+    raw = na.to_inference_data(res, resample=False)
+    np.testing.assert_allclose(
+        np.asarray(raw.sample_stats["log_weight"])[0], np.asarray(res.log_weights)
+    )

@@ -10,6 +10,7 @@ from numpyro_almc._driver import (
     ALMCResult,
     ALMCTrace,
     chain_keys,
+    chain_mesh,
     initial_positions,
     run_almc,
 )
@@ -66,6 +67,7 @@ from numpyro_almc._smc import (
     init_smc,
     ou_log_density_time_derivative,
 )
+from numpyro_almc._streaming import ChunkedResult, load_chunks, run_almc_chunked
 
 #: ``almc(loglikelihood_fn, score_fn, schedule)`` -> a BlackJAX ``SamplingAlgorithm``;
 #: ``almc.init`` and ``almc.build_kernel`` are the pieces, as in BlackJAX.
@@ -105,6 +107,10 @@ __all__ = [
     "almc",
     "budget_schedule",
     "chain_keys",
+    "chain_mesh",
+    "ChunkedResult",
+    "load_chunks",
+    "run_almc_chunked",
     "dense_preconditioner",
     "diagonal_preconditioner",
     "hessian_preconditioner",

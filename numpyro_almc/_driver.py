@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from numpyro_almc._kernel import (
     ALMCState,
@@ -20,7 +22,17 @@ from numpyro_almc._schedules import ALMCSchedule, schedule_at
 from numpyro_almc._static import by_identity
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
-__all__ = ["ALMCResult", "ALMCTrace", "run_almc", "chain_keys", "initial_positions"]
+__all__ = [
+    "ALMCResult",
+    "ALMCTrace",
+    "run_almc",
+    "chain_keys",
+    "chain_mesh",
+    "initial_positions",
+]
+
+#: Name of the mesh axis along which chains are sharded.
+CHAIN_AXIS = "chain"
 
 
 class ALMCTrace(NamedTuple):
@@ -104,6 +116,46 @@ def _run_keys(rng_key, num_chains):
     return jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_chains))
 
 
+def _init_states(positions, schedule, loglikelihood_fn, score_fn, reference_score_fn):
+    start_time = schedule.times[0]
+    return jax.vmap(
+        lambda p: init(
+            p,
+            loglikelihood_fn,
+            score_fn,
+            start_time,
+            reference_score_fn=reference_score_fn,
+        )
+    )(positions)
+
+
+def _all_chains_step(
+    kernel, run_keys, states, i, schedule, preconditioner, loglikelihood_fn, score_fn
+):
+    """Step ``i`` of every chain; chain ``c`` uses ``fold_in(run_keys[c], i)``.
+
+    Shared by :func:`run_almc` and the chunked driver so that both follow the same
+    key stream and compute the same step bit for bit.
+    """
+    # The step index is not batched, so the warm-start branch in the kernel stays
+    # a real branch (no score evaluation) under the vmap over chains.
+    _, next_time, step_size, _ = schedule_at(schedule, i)
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(run_keys)
+
+    def chain_step(key, state):
+        return kernel(
+            key,
+            state,
+            loglikelihood_fn,
+            score_fn,
+            next_time,
+            step_size,
+            preconditioner,
+        )
+
+    return jax.vmap(chain_step)(keys, states)
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -129,37 +181,23 @@ def _run(
     path_every,
 ):
     kernel = build_kernel(reference_score_fn)
-    start_time = schedule.times[0]
-    states = jax.vmap(
-        lambda p: init(
-            p,
-            loglikelihood_fn,
-            score_fn,
-            start_time,
-            reference_score_fn=reference_score_fn,
-        )
-    )(positions)
+    states = _init_states(
+        positions, schedule, loglikelihood_fn, score_fn, reference_score_fn
+    )
     window_start = num_steps - final_window
 
     def one_step(carry, i):
         states, window = carry
-        # The step index is not batched, so the warm-start branch in the kernel stays
-        # a real branch (no score evaluation) under the vmap over chains.
-        _, next_time, step_size, _ = schedule_at(schedule, i)
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(run_keys)
-
-        def chain_step(key, state):
-            return kernel(
-                key,
-                state,
-                loglikelihood_fn,
-                score_fn,
-                next_time,
-                step_size,
-                preconditioner,
-            )
-
-        states, info = jax.vmap(chain_step)(keys, states)
+        states, info = _all_chains_step(
+            kernel,
+            run_keys,
+            states,
+            i,
+            schedule,
+            preconditioner,
+            loglikelihood_fn,
+            score_fn,
+        )
         if final_window:
             # Reservoir sampling of one iterate uniformly from the final window.
             count = (i - window_start + 1).astype(jnp.float32)
@@ -212,6 +250,75 @@ def _run(
     )
 
 
+def chain_mesh(devices="all") -> Mesh:
+    """A one-axis :class:`jax.sharding.Mesh` named ``"chain"`` over ``devices``.
+
+    Parameters
+    ----------
+    devices
+        ``"all"`` (every *local* device, ``jax.local_devices()``) or a sequence of
+        devices. For a multi-host run build the mesh over ``jax.devices()`` (all
+        processes' devices) yourself, see ``docs/multi_host.md``.
+
+    Examples
+    --------
+    >>> chain_mesh().axis_names
+    ('chain',)
+    """
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(
+                f"`devices` must be None, 'all' or a list of devices, got {devices!r}."
+            )
+        devices = jax.local_devices()
+    devices = list(devices)
+    if not devices:
+        raise ValueError("`devices` is empty; pass at least one device.")
+    if not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError("`devices` must hold jax.Device objects (see jax.devices()).")
+    return Mesh(np.asarray(devices, dtype=object), (CHAIN_AXIS,))
+
+
+def _resolve_mesh(devices, mesh, num_chains) -> Mesh | None:
+    """The chain mesh asked for by ``devices=`` / ``mesh=`` (None: no sharding)."""
+    if devices is not None and mesh is not None:
+        raise ValueError("Pass either `devices` or `mesh`, not both.")
+    if mesh is None:
+        if devices is None:
+            return None
+        mesh = chain_mesh(devices)
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"`mesh` must be a jax.sharding.Mesh, got {type(mesh)}.")
+    if CHAIN_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"`mesh` must have an axis named {CHAIN_AXIS!r} (chains are sharded "
+            f"along it), got axes {mesh.axis_names}; see chain_mesh()."
+        )
+    num_shards = mesh.shape[CHAIN_AXIS]
+    if num_chains % num_shards:
+        raise ValueError(
+            f"num_chains ({num_chains}) must be a multiple of the number of devices "
+            f"along the {CHAIN_AXIS!r} axis ({num_shards}); use e.g. "
+            f"num_chains={-(-num_chains // num_shards) * num_shards}."
+        )
+    return mesh
+
+
+def _shard_chains(tree, mesh: Mesh | None):
+    """Put the leading (chain) axis of every leaf of ``tree`` along the mesh."""
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, PartitionSpec(CHAIN_AXIS))
+    return jax.device_put(tree, sharding)
+
+
+def _replicate(tree, mesh: Mesh | None):
+    """Copy ``tree`` (schedule, preconditioner) to every device of the mesh."""
+    if mesh is None or tree is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
 def _check_count(name, value, minimum=0):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer, got {value!r}.")
@@ -234,6 +341,8 @@ def run_almc(
     path_every: int = 0,
     init_positions: ArrayLikeTree | None = None,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    devices=None,
+    mesh: Mesh | None = None,
 ) -> ALMCResult:
     r"""Run ``num_chains`` independent ALMC chains along ``schedule``, jitted.
 
@@ -267,6 +376,19 @@ def run_almc(
         Length of the final window from which ``window_draw`` is drawn (0: none).
     path_every
         Keep the positions every ``path_every`` steps (0: keep none).
+    devices
+        ``None`` (default: one device, as JAX places it), ``"all"`` (every local
+        device) or a list of devices: chains are sharded along a one-axis mesh
+        ``"chain"`` (``NamedSharding(mesh, P("chain"))`` on the initial positions and
+        run keys; the schedule and preconditioner are replicated, the score and
+        likelihood closures are traced once and run on every device). Every chain
+        computes exactly what it computes unsharded, so draws are the same as the
+        single-device run for the same key; only the chain averages of ``trace``
+        may differ in the last bits (the reduction order changes). ``num_chains``
+        must be a multiple of the number of devices.
+    mesh
+        Instead of ``devices``: a :class:`jax.sharding.Mesh` with a ``"chain"``
+        axis (e.g. a global mesh in a multi-host run, see ``docs/multi_host.md``).
 
     Returns
     -------
@@ -309,11 +431,12 @@ def run_almc(
                     f"`init_positions` leaves must have shape (num_chains, ...) = "
                     f"{(num_chains, *jnp.shape(ref))}, got {leaf.shape}."
                 )
+    mesh = _resolve_mesh(devices, mesh, num_chains)
     return _run(
-        _run_keys(rng_key, num_chains),
-        init_positions,
-        schedule,
-        preconditioner,
+        _shard_chains(_run_keys(rng_key, num_chains), mesh),
+        _shard_chains(init_positions, mesh),
+        _replicate(schedule, mesh),
+        _replicate(preconditioner, mesh),
         loglikelihood_fn=by_identity(loglikelihood_fn),
         score_fn=by_identity(score_fn),
         reference_score_fn=by_identity(reference_score_fn),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -20,6 +19,7 @@ from numpyro_almc._kernel import (
 )
 from numpyro_almc._schedules import ALMCSchedule, schedule_at
 from numpyro_almc._static import by_identity
+from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
@@ -317,14 +317,6 @@ def _replicate(tree, mesh: Mesh | None):
     if mesh is None or tree is None:
         return tree
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
-
-
-def _check_count(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
-    return int(value)
 
 
 def run_almc(

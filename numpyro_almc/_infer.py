@@ -23,6 +23,7 @@ from numpyro.util import identity, is_prng_key
 from numpyro_almc._kernel import ALMCState, build_kernel, init
 from numpyro_almc._precondition import hessian_preconditioner
 from numpyro_almc._schedules import ALMCSchedule, budget_schedule, schedule_at
+from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.types import Array, ArrayTree
 
 __all__ = ["ScorePrior", "ALMC", "ALMCSamplerState", "score_prior_as_flat"]
@@ -238,14 +239,6 @@ class ALMCSamplerState(NamedTuple):
 
 #: Target acceptance of the MALA update of the non-score sites (Roberts & Rosenthal).
 _THETA_TARGET_ACCEPT = 0.574
-
-
-def _check_count(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
-    return int(value)
 
 
 class ALMC(MCMCKernel):

@@ -10,12 +10,13 @@ at the early-stopping time ``τ``, which is what NumPyro's sampling phase runs.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_almc._validate import check_count as _check_count
+from numpyro_almc._validate import check_positive as _check_positive
 from numpyro_almc.types import Array
 
 __all__ = [
@@ -88,27 +89,6 @@ def schedule_at(schedule: ALMCSchedule, step: Array):
     next_time = schedule.times[jnp.minimum(step + 1, n)]
     phase = jnp.where(past_end, jnp.int32(TAIL), schedule.phases[i])
     return time, next_time, schedule.step_sizes[i], phase
-
-
-def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be finite and {bound}, got {value}.")
-    return value
-
-
-def _check_count(name: str, value, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an integer, got {value!r}; "
-            "round it yourself if you meant a count."
-        )
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
-    return int(value)
 
 
 def _anneal_times(grid: str, initial_time: float, final_time: float, n: int):

@@ -55,6 +55,7 @@ from numpyro_almc._kernel import (
     standard_normal_score,
 )
 from numpyro_almc._schedules import ALMCSchedule
+from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.types import Array, ArrayLike, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
@@ -754,11 +755,3 @@ def almc_smc(
 def _check_choice(name, value, options):
     if value not in options:
         raise ValueError(f"`{name}` must be one of {options}, got {value!r}.")
-
-
-def _check_count(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
-    return int(value)

@@ -32,7 +32,6 @@ from jax.sharding import Mesh
 from numpyro_almc._driver import (
     ALMCTrace,
     _all_chains_step,
-    _check_count,
     _init_states,
     _replicate,
     _resolve_mesh,
@@ -43,6 +42,7 @@ from numpyro_almc._driver import (
 from numpyro_almc._kernel import ALMCState, build_kernel, standard_normal_score
 from numpyro_almc._schedules import ALMCSchedule
 from numpyro_almc._static import by_identity
+from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = ["ChunkedResult", "run_almc_chunked", "load_chunks"]

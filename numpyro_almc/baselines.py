@@ -50,6 +50,7 @@ from numpyro_almc._schedules import (
     langevin_schedule,
 )
 from numpyro_almc._static import by_identity
+from numpyro_almc._validate import check_count
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
 
 __all__ = ["annealed_langevin", "annealed_langevin_schedule", "dps", "langevin"]
@@ -90,11 +91,7 @@ def _knob(name: str, value, *, strict: bool = True):
 
 
 def _count(name: str, value, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
-    return int(value)
+    return check_count(name, value, minimum)
 
 
 def _callables(score_fn, loglikelihood_fn) -> None:

@@ -112,6 +112,23 @@ def initial_positions(rng_key: PRNGKey, position: ArrayLikeTree, num_chains: int
     return jax.vmap(one)(chain_keys(rng_key, num_chains))
 
 
+def starting_positions(rng_key, position, num, init_positions=None, what="num_chains"):
+    """``init_positions`` checked to have a leading axis of ``num``, or ``N(0, I)``
+    draws shaped like ``position`` (:func:`initial_positions`) when it is None."""
+    if init_positions is None:
+        return initial_positions(rng_key, position, num)
+    init_positions = jax.tree.map(jnp.asarray, init_positions)
+    for leaf, ref in zip(
+        jax.tree.leaves(init_positions), jax.tree.leaves(position), strict=True
+    ):
+        if leaf.shape != (num, *jnp.shape(ref)):
+            raise ValueError(
+                f"`init_positions` leaves must have shape ({what}, ...) = "
+                f"{(num, *jnp.shape(ref))}, got {leaf.shape}."
+            )
+    return init_positions
+
+
 def _run_keys(rng_key, num_chains):
     return jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_chains))
 
@@ -411,18 +428,7 @@ def run_almc(
     path_every = _check_count("path_every", path_every)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
-    if init_positions is None:
-        init_positions = initial_positions(rng_key, position, num_chains)
-    else:
-        init_positions = jax.tree.map(jnp.asarray, init_positions)
-        for leaf, ref in zip(
-            jax.tree.leaves(init_positions), jax.tree.leaves(position), strict=True
-        ):
-            if leaf.shape != (num_chains, *jnp.shape(ref)):
-                raise ValueError(
-                    f"`init_positions` leaves must have shape (num_chains, ...) = "
-                    f"{(num_chains, *jnp.shape(ref))}, got {leaf.shape}."
-                )
+    init_positions = starting_positions(rng_key, position, num_chains, init_positions)
     mesh = _resolve_mesh(devices, mesh, num_chains)
     return _run(
         _shard_chains(_run_keys(rng_key, num_chains), mesh),

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from blackjax.smc import resampling as _resampling
 from jax.flatten_util import ravel_pytree
 
-from numpyro_almc._driver import initial_positions
+from numpyro_almc._driver import starting_positions
 from numpyro_almc._kernel import (
     ALMCState,
     build_kernel,
@@ -706,18 +706,9 @@ def almc_smc(
     num_probes = _check_count("num_probes", num_probes, 1)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
-    if init_positions is None:
-        init_positions = initial_positions(rng_key, position, num_particles)
-    else:
-        init_positions = jax.tree.map(jnp.asarray, init_positions)
-        for leaf, ref in zip(
-            jax.tree.leaves(init_positions), jax.tree.leaves(position), strict=True
-        ):
-            if leaf.shape != (num_particles, *jnp.shape(ref)):
-                raise ValueError(
-                    "`init_positions` leaves must have shape (num_particles, ...) = "
-                    f"{(num_particles, *jnp.shape(ref))}, got {leaf.shape}."
-                )
+    init_positions = starting_positions(
+        rng_key, position, num_particles, init_positions, what="num_particles"
+    )
     run_key = jax.random.fold_in(rng_key, 1)
     state, info, log_se = _run_smc(
         run_key,

@@ -94,6 +94,36 @@ def _count(name: str, value, *, minimum: int = 1) -> int:
     return check_count(name, value, minimum)
 
 
+def _run_unit_schedule(
+    rng_key,
+    score_fn,
+    loglikelihood_fn,
+    position,
+    schedule,
+    step_size,
+    num_samples,
+    preconditioner,
+):
+    """``run_almc`` on ``schedule`` with its step sizes multiplied by ``step_size``.
+
+    The schedule is built with unit steps and scaled here by the (possibly traced)
+    knob, so sweeping the step size does not recompile.
+    """
+    schedule = schedule._replace(
+        step_sizes=schedule.step_sizes * jnp.asarray(step_size, position.dtype)
+    )
+    res = run_almc(
+        rng_key,
+        loglikelihood_fn,
+        score_fn,
+        schedule,
+        position,
+        num_chains=num_samples,
+        preconditioner=preconditioner,
+    )
+    return res.state.position
+
+
 def _callables(score_fn, loglikelihood_fn) -> None:
     if not callable(score_fn) or not callable(loglikelihood_fn):
         raise TypeError("`score_fn` and `loglikelihood_fn` must be callables.")
@@ -385,21 +415,17 @@ def langevin(
     num_steps = _count("num_steps", num_steps)
     step_size = _knob("step_size", step_size)
     time = _real("time", time)
-    # Unit steps scaled by the (possibly traced) step size: a new h does not recompile.
     schedule = langevin_schedule(time, 1.0, num_steps, dtype=position.dtype)
-    schedule = schedule._replace(
-        step_sizes=schedule.step_sizes * jnp.asarray(step_size, position.dtype)
-    )
-    res = run_almc(
+    return _run_unit_schedule(
         rng_key,
-        loglikelihood_fn,
         score_fn,
-        schedule,
+        loglikelihood_fn,
         position,
-        num_chains=num_samples,
-        preconditioner=preconditioner,
+        schedule,
+        step_size,
+        num_samples,
+        preconditioner,
     )
-    return res.state.position
 
 
 def annealed_langevin_schedule(
@@ -533,17 +559,14 @@ def annealed_langevin(
     schedule = annealed_langevin_schedule(
         num_levels, steps_per_level, 1.0, initial_time, final_time, dtype=position.dtype
     )
-    # Steps are linear in ε: scale the unit schedule (a traced ε does not recompile).
-    schedule = schedule._replace(
-        step_sizes=schedule.step_sizes * jnp.asarray(step_size, position.dtype)
-    )
-    res = run_almc(
+    # Steps are linear in ε: the unit schedule is scaled by (a possibly traced) ε.
+    return _run_unit_schedule(
         rng_key,
-        loglikelihood_fn,
         score_fn,
-        schedule,
+        loglikelihood_fn,
         position,
-        num_chains=num_samples,
-        preconditioner=preconditioner,
+        schedule,
+        step_size,
+        num_samples,
+        preconditioner,
     )
-    return res.state.position

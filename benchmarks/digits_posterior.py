@@ -38,7 +38,7 @@ from numpyro_almc.models._inverse import TASKS, make_task
 
 NOISE = 0.1
 TUNE_DIGITS = np.arange(100, 110)
-DPS_SCALES = (0.03, 0.1, 0.3, 1.0)
+DPS_SCALES = (0.003, 0.01, 0.03, 0.1, 0.3)
 LANGEVIN_STEPS = (3e-3, 1e-2, 3e-2, 1e-1)
 RESULTS = pathlib.Path(__file__).parent / "results" / "digits_posterior.md"
 

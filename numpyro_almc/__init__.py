@@ -23,6 +23,10 @@ from numpyro_almc._kernel import (
     init,
     standard_normal_score,
 )
+from numpyro_almc._paths import (
+    NoisedGaussianLikelihood,
+    noised_gaussian_likelihood,
+)
 from numpyro_almc._precondition import (
     DensePreconditioner,
     DiagonalPreconditioner,
@@ -78,6 +82,8 @@ almc.build_kernel = build_kernel
 __version__ = "0.1.0"
 
 __all__ = [
+    "NoisedGaussianLikelihood",
+    "noised_gaussian_likelihood",
     "CosineVPSchedule",
     "DiscreteVPSchedule",
     "LinearVPSchedule",

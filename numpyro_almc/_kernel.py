@@ -133,6 +133,15 @@ def _score_at(score_fn, reference_score_fn, position, time):
     return jax.lax.cond(is_reference, reference, network, None)
 
 
+def _at_time(loglikelihood_fn, time):
+    """``position -> log L(position)``, or ``log L_t`` for a likelihood whose
+    ``time_dependent`` attribute is true (``loglikelihood_fn(position, t)``, e.g.
+    :func:`~numpyro_almc.noised_gaussian_likelihood`)."""
+    if getattr(loglikelihood_fn, "time_dependent", False):
+        return lambda position: loglikelihood_fn(position, time)
+    return loglikelihood_fn
+
+
 def _float_dtype(position: ArrayTree):
     leaves = jax.tree.leaves(position)
     if not leaves:
@@ -174,13 +183,15 @@ def init(
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"Positions must be floating point arrays, got {dtype}.")
     time = jnp.asarray(time, dtype=dtype)
-    out = jax.eval_shape(loglikelihood_fn, position)
+    out = jax.eval_shape(_at_time(loglikelihood_fn, time), position)
     if jnp.shape(out) != ():
         raise ValueError(
             "loglikelihood_fn must return a scalar for one unbatched position, got "
             f"shape {jnp.shape(out)}."
         )
-    loglikelihood, loglikelihood_grad = jax.value_and_grad(loglikelihood_fn)(position)
+    loglikelihood, loglikelihood_grad = jax.value_and_grad(
+        _at_time(loglikelihood_fn, time)
+    )(position)
     _check_tree("score_fn", jax.eval_shape(score_fn, position, time), position)
     score = _score_at(score_fn, reference_score_fn, position, time)
     return ALMCState(
@@ -237,6 +248,9 @@ def build_kernel(
         # Noise in the position's dtype: no silent float32 -> float64 promotion.
         noise = jax.random.normal(rng_key, x.shape, dtype=dtype)
         scale = jnp.sqrt(2 * step_size)
+        if getattr(preconditioner, "time_dependent", False):
+            # M_t at the time of this step's drift (constant within the step).
+            preconditioner = preconditioner.at(state.time)
         if preconditioner is None:
             x_new = x + step_size * drift + scale * noise
         else:
@@ -246,9 +260,9 @@ def build_kernel(
                 + scale * preconditioner.apply_sqrt(noise).astype(dtype)
             )
         position = unravel(x_new)
-        loglikelihood, loglikelihood_grad = jax.value_and_grad(loglikelihood_fn)(
-            position
-        )
+        loglikelihood, loglikelihood_grad = jax.value_and_grad(
+            _at_time(loglikelihood_fn, time)
+        )(position)
         score = _score_at(score_fn, reference_score_fn, position, time)
 
         proposal = ALMCState(

@@ -706,6 +706,12 @@ def almc_smc(
     num_probes = _check_count("num_probes", num_probes, 1)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
+    if getattr(loglikelihood_fn, "time_dependent", False):
+        raise ValueError(
+            "almc_smc's weights assume a likelihood that does not change along the "
+            "path; pass the plain log-likelihood, not a time-dependent one such as "
+            "noised_gaussian_likelihood."
+        )
     init_positions = starting_positions(
         rng_key, position, num_particles, init_positions, what="num_particles"
     )

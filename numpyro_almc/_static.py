@@ -23,6 +23,12 @@ class _ByIdentity:
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
 
+    def __getattr__(self, name):
+        # Attributes the kernel reads (e.g. ``time_dependent``) come from the function.
+        if name == "fn":
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
     def __hash__(self):
         return id(self.fn)
 

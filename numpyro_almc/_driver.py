@@ -97,19 +97,25 @@ def initial_positions(rng_key: PRNGKey, position: ArrayLikeTree, num_chains: int
     Chain ``c`` uses ``split(fold_in(rng_key, c))[0]``, so it is the same whatever
     ``num_chains`` is.
     """
-    leaves, treedef = jax.tree.flatten(position)
 
     def one(key):
-        keys = jax.random.split(jax.random.split(key)[0], len(leaves))
-        return jax.tree.unflatten(
-            treedef,
-            [
-                jax.random.normal(k, jnp.shape(v), dtype=jnp.result_type(v))
-                for k, v in zip(keys, leaves, strict=True)
-            ],
-        )
+        return standard_normal_like(jax.random.split(key)[0], position)
 
     return jax.vmap(one)(chain_keys(rng_key, num_chains))
+
+
+def standard_normal_like(rng_key: PRNGKey, tree: ArrayLikeTree) -> ArrayTree:
+    """One ``N(0, I)`` draw shaped like ``tree`` (one key per leaf, split from
+    ``rng_key``; each leaf keeps its dtype)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(rng_key, len(leaves))
+    return jax.tree.unflatten(
+        treedef,
+        [
+            jax.random.normal(k, jnp.shape(v), dtype=jnp.result_type(v))
+            for k, v in zip(keys, leaves, strict=True)
+        ],
+    )
 
 
 def starting_positions(rng_key, position, num, init_positions=None, what="num_chains"):

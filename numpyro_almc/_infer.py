@@ -20,6 +20,7 @@ from numpyro.infer.util import constrain_fn, initialize_model
 from numpyro.primitives import Messenger
 from numpyro.util import identity, is_prng_key
 
+from numpyro_almc._driver import standard_normal_like
 from numpyro_almc._kernel import ALMCState, build_kernel, init
 from numpyro_almc._precondition import hessian_preconditioner
 from numpyro_almc._schedules import ALMCSchedule, budget_schedule, schedule_at
@@ -619,15 +620,7 @@ class ALMC(MCMCKernel):
 
     @staticmethod
     def _standard_normal(key, tree):
-        leaves, treedef = jax.tree.flatten(tree)
-        keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-        return jax.tree.unflatten(
-            treedef,
-            [
-                jax.random.normal(k, jnp.shape(v), jnp.result_type(v))
-                for k, v in zip(keys, leaves, strict=True)
-            ],
-        )
+        return standard_normal_like(jax.random.fold_in(key, 1), tree)
 
     # -- one step ----------------------------------------------------------------------
     def sample(self, state, model_args, model_kwargs):

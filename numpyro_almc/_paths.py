@@ -21,7 +21,10 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from numpyro_almc._precondition import DensePreconditioner
+from numpyro_almc._precondition import (
+    DensePreconditioner,
+    inverse_hessian_preconditioner,
+)
 from numpyro_almc.types import Array, ArrayLike
 
 __all__ = ["NoisedGaussianLikelihood", "noised_gaussian_likelihood"]
@@ -84,9 +87,7 @@ class NoisedGaussianPreconditioner(NamedTuple):
         A = self.A
         _, cov = _scaled_system(A, self.noise_std.astype(dtype), t, dtype)
         hessian = jnp.eye(A.shape[1], dtype=dtype) + A.T @ jnp.linalg.solve(cov, A)
-        matrix = jnp.linalg.inv(hessian)
-        matrix = 0.5 * (matrix + matrix.T)
-        return DensePreconditioner(matrix, jnp.linalg.cholesky(matrix))
+        return inverse_hessian_preconditioner(hessian)
 
 
 def noised_gaussian_likelihood(

@@ -156,6 +156,12 @@ def linear_gaussian_preconditioner(
     hessian = (
         prior_precision * jnp.eye(A.shape[1], dtype=A.dtype) + weighted.T @ weighted
     )
+    return inverse_hessian_preconditioner(hessian)
+
+
+def inverse_hessian_preconditioner(hessian: Array) -> DensePreconditioner:
+    """``M = H^{-1}`` (symmetrised) with its Cholesky factor, for a positive-definite
+    Hessian ``H``; jit-friendly (no eager checks)."""
     matrix = jnp.linalg.inv(hessian)
     matrix = 0.5 * (matrix + matrix.T)
     return DensePreconditioner(matrix, jnp.linalg.cholesky(matrix))

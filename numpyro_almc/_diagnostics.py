@@ -295,9 +295,23 @@ def to_inference_data(
 
     Returns
     -------
-    ``arviz.InferenceData`` (ArviZ 0.2x) or ``xarray.DataTree`` (ArviZ 1.x), with
-    ``posterior`` and ``sample_stats`` (``diverging``, ``step_size``, ``time``,
-    ``measurement_loglik``), plus the warmup groups when asked.
+    InferenceData or DataTree
+        ``arviz.InferenceData`` (ArviZ 0.2x) or ``xarray.DataTree`` (ArviZ 1.x),
+        with ``posterior`` and ``sample_stats`` (``diverging``, ``step_size``,
+        ``time``, ``measurement_loglik``), plus the warmup groups when asked.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from numpyro_almc import budget_schedule, run_almc
+    >>> res = run_almc(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+    ...                lambda x, t: -x, budget_schedule(20, num_warm_start_steps=5),
+    ...                jnp.zeros(2), num_chains=4)
+    >>> idata = to_inference_data(res)
+    >>> idata.posterior["x"].shape   # (chain, draw, x_dim_0): one draw per chain
+    (4, 1, 2)
+    >>> bool(idata.sample_stats["diverging"].any())
+    False
     """
     if isinstance(result, SMCResult):
         groups, smc_attrs = _from_smc(

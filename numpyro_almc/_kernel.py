@@ -57,6 +57,14 @@ class ALMCState(NamedTuple):
         reference of the warm start.
     step
         int32 number of steps taken: the index into the schedule of the next step.
+
+    Examples
+    --------
+    >>> state = init({"a": jnp.zeros(2), "b": jnp.ones(())},
+    ...              lambda p: -jnp.sum(p["a"] ** 2),
+    ...              lambda p, t: jax.tree.map(jnp.negative, p))
+    >>> state.position["a"].shape, float(state.score["b"]), int(state.step)
+    ((2,), -1.0, 0)
     """
 
     position: ArrayTree
@@ -81,6 +89,15 @@ class ALMCInfo(NamedTuple):
         was then reverted: the state is the previous one with ``step`` advanced.
     loglikelihood
         ``log L`` of the returned position.
+
+    Examples
+    --------
+    >>> kernel = build_kernel()
+    >>> loglik, score = lambda x: -jnp.sum(x**2), lambda x, t: -x
+    >>> state = init(jnp.zeros(2), loglik, score)
+    >>> state, info = kernel(jax.random.key(0), state, loglik, score, 1.0, 0.1)
+    >>> float(info.time), float(state.time), bool(info.is_diverging)
+    (inf, 1.0, False)
     """
 
     time: Array
@@ -90,7 +107,13 @@ class ALMCInfo(NamedTuple):
 
 
 def standard_normal_score(position: ArrayTree) -> ArrayTree:
-    """Score of ``N(0, I)``: the prior of the warm start (``t = ∞``)."""
+    """Score of ``N(0, I)``: the prior of the warm start (``t = ∞``).
+
+    Examples
+    --------
+    >>> standard_normal_score({"x": jnp.array([1.0, -2.0])})["x"]
+    Array([-1.,  2.], dtype=float32)
+    """
     return jax.tree.map(jnp.negative, position)
 
 
@@ -317,10 +340,10 @@ def as_top_level_api(
     >>> from numpyro_almc import almc, budget_schedule
     >>> sched = budget_schedule(50, num_warm_start_steps=10)
     >>> alg = almc(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), lambda x, t: -x, sched)
-    >>> state, info = blackjax.util.run_inference_algorithm(
+    >>> state, (states, infos) = blackjax.util.run_inference_algorithm(
     ...     jax.random.key(0), alg, sched.num_steps, initial_position=jnp.zeros(2))
-    >>> info.is_diverging.shape
-    (59,)
+    >>> states.position.shape, infos.is_diverging.shape
+    ((59, 2), (59,))
 
     References
     ----------

@@ -28,7 +28,17 @@ __all__ = [
 
 
 class DensePreconditioner(NamedTuple):
-    """``M`` as a dense matrix with its Cholesky factor ``L`` (``M = L Lᵀ``)."""
+    """``M`` as a dense matrix with its Cholesky factor ``L`` (``M = L Lᵀ``).
+
+    Build it with :func:`dense_preconditioner`, :func:`linear_gaussian_preconditioner`
+    or :func:`hessian_preconditioner`.
+
+    Examples
+    --------
+    >>> p = dense_preconditioner(jnp.array([[4.0, 0.0], [0.0, 1.0]]))
+    >>> p.apply(jnp.ones(2)), p.apply_sqrt(jnp.ones(2))
+    (Array([4., 1.], dtype=float32), Array([2., 1.], dtype=float32))
+    """
 
     matrix: Array
     cholesky: Array
@@ -41,7 +51,14 @@ class DensePreconditioner(NamedTuple):
 
 
 class DiagonalPreconditioner(NamedTuple):
-    """``M = diag(diagonal)``."""
+    """``M = diag(diagonal)``; build it with :func:`diagonal_preconditioner`.
+
+    Examples
+    --------
+    >>> p = DiagonalPreconditioner(jnp.array([4.0, 1.0]))
+    >>> p.apply_sqrt(jnp.ones(2))
+    Array([2., 1.], dtype=float32)
+    """
 
     diagonal: Array
 
@@ -58,6 +75,12 @@ class LinearOperatorPreconditioner:
 
     The functions are static (part of the tree structure): closing them over new
     arrays recompiles. Use the dense or diagonal kinds for knobs you change often.
+
+    Examples
+    --------
+    >>> p = LinearOperatorPreconditioner(lambda v: 4.0 * v, lambda v: 2.0 * v)
+    >>> p.apply(jnp.ones(2))
+    Array([4., 4.], dtype=float32)
     """
 
     def __init__(
@@ -107,7 +130,14 @@ def dense_preconditioner(matrix: ArrayLike) -> DensePreconditioner:
 
 
 def diagonal_preconditioner(diagonal: ArrayLike) -> DiagonalPreconditioner:
-    """A diagonal preconditioner ``M = diag(diagonal)`` with positive entries."""
+    """A diagonal preconditioner ``M = diag(diagonal)`` with positive entries.
+
+    Examples
+    --------
+    >>> p = diagonal_preconditioner(jnp.array([4.0, 1.0]))
+    >>> p.apply(jnp.ones(2))
+    Array([4., 1.], dtype=float32)
+    """
     diagonal = jnp.asarray(diagonal)
     if diagonal.ndim != 1:
         raise ValueError(

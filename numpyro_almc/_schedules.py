@@ -51,6 +51,14 @@ class ALMCSchedule(NamedTuple):
         ``(num_steps,)`` Langevin step sizes.
     phases
         ``(num_steps,)`` int32 phase codes: ``WARM_START``, ``ANNEAL`` or ``TAIL``.
+
+    Examples
+    --------
+    >>> s = budget_schedule(10, num_warm_start_steps=3)
+    >>> s.num_steps, s.num_score_evals, [int(p) for p in s.phases[:5]]
+    (12, 10, [0, 0, 0, 1, 1])
+    >>> float(s.times[0]), float(s.times[3]), round(float(s.early_stop_time), 3)
+    (inf, 3.0, 0.02)
     """
 
     times: Array
@@ -72,7 +80,13 @@ class ALMCSchedule(NamedTuple):
 
 
 def ou_noise_variance(t):
-    """``σ_t² = 1 − e^{−2t}``, the variance of the noise added by the OU process."""
+    """``σ_t² = 1 − e^{−2t}``, the variance of the noise added by the OU process.
+
+    Examples
+    --------
+    >>> round(float(ou_noise_variance(1.0)), 4)
+    0.8647
+    """
     return -jnp.expm1(-2.0 * t)
 
 
@@ -81,6 +95,16 @@ def schedule_at(schedule: ALMCSchedule, step: Array):
 
     Indices past the end give Langevin at the final time with the last step size
     (phase ``TAIL``), so a sampler may run as long as it likes.
+
+    Examples
+    --------
+    >>> s = budget_schedule(10, num_warm_start_steps=3)
+    >>> time, next_time, step_size, phase = schedule_at(s, 0)
+    >>> float(time), float(next_time), int(phase) == WARM_START
+    (inf, inf, True)
+    >>> time, next_time, step_size, phase = schedule_at(s, 100)
+    >>> int(phase) == TAIL, bool(time == s.early_stop_time)
+    (True, True)
     """
     n = schedule.step_sizes.shape[-1]
     past_end = step >= n

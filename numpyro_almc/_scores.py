@@ -597,7 +597,6 @@ def score_from_eps(eps_fn: Callable[[Array, Array], Array], schedule) -> ScoreFn
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> import jax.numpy as jnp
     >>> schedule = DiscreteVPSchedule(jnp.cumprod(1 - jnp.linspace(1e-4, 0.02, 1000)))
     >>> def eps_fn(x, k):  # exact eps of a N(0, I) prior: sqrt(1 - abar_k) x
     ...     return jnp.sqrt(1 - schedule.alphas_cumprod[k]) * x

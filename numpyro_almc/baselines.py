@@ -443,6 +443,14 @@ def annealed_langevin_schedule(
     ``σ = sqrt(e^{2t} − 1)`` (uniform in log-SNR); level ``i`` runs
     ``steps_per_level`` steps of the OU step size of Song & Ermon's
     ``α_i = ε σ_i² / σ_L²`` (see :func:`annealed_langevin`).
+
+    Examples
+    --------
+    >>> s = annealed_langevin_schedule(3, 4, 0.01, 5.0, 0.01)
+    >>> s.num_steps, s.num_score_evals
+    (12, 13)
+    >>> [round(float(t), 3) for t in s.times[::4]]   # one time per level
+    [5.0, 1.548, 0.01, 0.01]
     """
     num_levels = _count("num_levels", num_levels)
     steps_per_level = _count("steps_per_level", steps_per_level)

@@ -25,12 +25,31 @@ __all__ = [
 
 #: Number of held-out test images (of 1797) in :func:`load_digits_split`.
 DIGITS_TEST_SIZE = 297
+"""Number of held-out test images (of 1797) in :func:`load_digits_split`."""
 #: Resource name of the bundled weights inside ``numpyro_almc.models``.
 DIGITS_WEIGHTS = "weights/digits_score.npz"
 
 
 class DigitsSplit(NamedTuple):
-    """Fixed train/test split of scikit-learn's digits (pixel values 0–16)."""
+    """Fixed train/test split of scikit-learn's digits (pixel values 0–16).
+
+    Attributes
+    ----------
+    train_images
+        ``float32[1500, 64]``.
+    train_labels
+        ``int32[1500]``.
+    test_images
+        ``float32[297, 64]``, never trained on.
+    test_labels
+        ``int32[297]``.
+
+    Examples
+    --------
+    >>> split = load_digits_split()
+    >>> split.train_images.shape, split.test_images.shape, split.test_labels.dtype
+    ((1500, 64), (297, 64), dtype('int32'))
+    """
 
     train_images: np.ndarray  #: float32[1500, 64]
     train_labels: np.ndarray  #: int32[1500]
@@ -48,8 +67,15 @@ def load_digits_split() -> DigitsSplit:
 
     Returns
     -------
-    :class:`DigitsSplit` of ``float32`` images with pixel values in ``[0, 16]``,
-    shape ``(n, 64)``, and ``int32`` labels.
+    DigitsSplit
+        ``float32`` images with pixel values in ``[0, 16]``, shape ``(n, 64)``, and
+        ``int32`` labels.
+
+    Examples
+    --------
+    >>> split = load_digits_split()
+    >>> float(split.train_images.min()), float(split.train_images.max())
+    (0.0, 16.0)
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -78,6 +104,14 @@ class DigitsPrior:
         The loaded :class:`TrainedScoreNetwork`.
     event_shape
         ``(64,)``.
+
+    Examples
+    --------
+    >>> prior = digits_prior()
+    >>> prior.event_shape, prior.encode(jnp.array([0.0, 8.0, 16.0])).tolist()
+    ((64,), [-1.0, 0.0, 1.0])
+    >>> prior.decode(jnp.array([-2.0, 0.5])).tolist()   # clipped to [0, 16]
+    [0.0, 12.0]
     """
 
     score_fn: object

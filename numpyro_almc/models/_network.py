@@ -93,6 +93,12 @@ class ScoreNetwork(eqx.Module):
         Number of sinusoidal frequencies of the noise-level embedding.
     key
         PRNG key for the initialisation (keyword-only).
+
+    Examples
+    --------
+    >>> net = ScoreNetwork(4, width=16, num_blocks=1, key=jax.random.key(0))
+    >>> net(jnp.zeros(4), 0.5).shape
+    (4,)
     """
 
     input_layer: eqx.nn.Linear
@@ -165,6 +171,15 @@ class TrainedScoreNetwork:
     validation_loss
         Held-out DSM loss of the (EMA) network per logging interval (empty when no
         data was held out).
+
+    Examples
+    --------
+    >>> from numpyro_almc.models import digits_prior
+    >>> trained = digits_prior().network
+    >>> isinstance(trained, TrainedScoreNetwork), trained.config["data_dim"]
+    (True, 64)
+    >>> trained.score_fn(jnp.zeros(64), 0.5).shape
+    (64,)
     """
 
     network: ScoreNetwork
@@ -242,7 +257,15 @@ def dsm_loss(
 
     Returns
     -------
-    Scalar loss.
+    Array
+        The scalar loss.
+
+    Examples
+    --------
+    >>> net = ScoreNetwork(4, width=16, num_blocks=1, key=jax.random.key(0))
+    >>> data = jax.random.normal(jax.random.key(1), (32, 4))
+    >>> dsm_loss(net, jax.random.key(2), data).shape
+    ()
     """
     if isinstance(network, TrainedScoreNetwork):
         network = network.network
@@ -332,7 +355,16 @@ def train_score_network(
 
     Returns
     -------
-    :class:`TrainedScoreNetwork`
+    TrainedScoreNetwork
+        The trained network, its configuration and its loss history.
+
+    Examples
+    --------
+    >>> data = jax.random.normal(jax.random.key(1), (64, 4))
+    >>> trained = train_score_network(jax.random.key(0), data, num_steps=10,
+    ...     batch_size=16, width=16, num_blocks=1, log_every=5, progress_bar=False)
+    >>> trained.train_loss.shape, trained.score_fn(jnp.zeros(4), 0.5).shape
+    ((2,), (4,))
     """
     data = np.asarray(data)
     if data.ndim != 2 or data.shape[0] < 2 or data.shape[1] < 1:
@@ -507,6 +539,15 @@ def save_network(path: str | os.PathLike, trained: TrainedScoreNetwork) -> None:
         Destination file (``.npz`` is appended by NumPy if missing).
     trained
         The network to save.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from numpyro_almc.models import digits_prior
+    >>> path = os.path.join(tempfile.mkdtemp(), "digits.npz")
+    >>> save_network(path, digits_prior().network)
+    >>> load_network(path).config == digits_prior().network.config
+    True
     """
     if not isinstance(trained, TrainedScoreNetwork):
         raise TypeError(
@@ -533,7 +574,19 @@ def load_network(path: str | os.PathLike) -> TrainedScoreNetwork:
 
     Returns
     -------
-    :class:`TrainedScoreNetwork`
+    TrainedScoreNetwork
+        The network with its configuration and loss history.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from numpyro_almc.models import digits_prior
+    >>> path = os.path.join(tempfile.mkdtemp(), "digits.npz")
+    >>> save_network(path, digits_prior().network)
+    >>> x = jnp.zeros(64)
+    >>> bool(jnp.allclose(load_network(path).score_fn(x, 0.5),
+    ...                   digits_prior().score_fn(x, 0.5)))
+    True
     """
     with np.load(path, allow_pickle=False) as npz:
         config = json.loads(str(npz["config"]))

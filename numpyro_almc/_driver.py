@@ -48,6 +48,15 @@ class ALMCTrace(NamedTuple):
         Number of chains whose step was reverted.
     mean_loglikelihood
         Chain average of ``log L`` after the step.
+
+    Examples
+    --------
+    >>> from numpyro_almc import budget_schedule, run_almc
+    >>> res = run_almc(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+    ...                lambda x, t: -x, budget_schedule(20, num_warm_start_steps=5),
+    ...                jnp.zeros(2), num_chains=3)
+    >>> res.trace.time.shape, int(res.trace.num_diverging.sum())
+    ((24,), 0)
     """
 
     time: Array
@@ -74,6 +83,17 @@ class ALMCResult(NamedTuple):
         ``None`` when ``path_every == 0``.
     num_diverging
         int32 number of reverted steps of each chain.
+
+    Examples
+    --------
+    >>> from numpyro_almc import budget_schedule, run_almc
+    >>> res = run_almc(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+    ...                lambda x, t: -x, budget_schedule(20, num_warm_start_steps=5),
+    ...                jnp.zeros(2), num_chains=3, path_every=5, final_window=4)
+    >>> res.state.position.shape, res.window_draw.shape, res.path.shape
+    ((3, 2), (3, 2), (3, 4, 2))
+    >>> res.num_diverging.tolist()
+    [0, 0, 0]
     """
 
     state: ALMCState
@@ -85,7 +105,17 @@ class ALMCResult(NamedTuple):
 
 def chain_keys(rng_key: PRNGKey, num_chains: int) -> Array:
     """Per-chain keys ``fold_in(rng_key, c)``: chain ``c`` does not depend on how
-    many chains run beside it."""
+    many chains run beside it.
+
+    Examples
+    --------
+    >>> keys = chain_keys(jax.random.key(0), 4)
+    >>> keys.shape
+    (4,)
+    >>> first_two = jax.random.key_data(chain_keys(jax.random.key(0), 2))
+    >>> bool(jnp.all(first_two == jax.random.key_data(keys[:2])))
+    True
+    """
     return jax.vmap(lambda c: jax.random.fold_in(rng_key, c))(
         jnp.arange(num_chains, dtype=jnp.uint32)
     )
@@ -96,6 +126,12 @@ def initial_positions(rng_key: PRNGKey, position: ArrayLikeTree, num_chains: int
 
     Chain ``c`` uses ``split(fold_in(rng_key, c))[0]``, so it is the same whatever
     ``num_chains`` is.
+
+    Examples
+    --------
+    >>> x0 = initial_positions(jax.random.key(0), {"x": jnp.zeros(3), "s": 0.0}, 4)
+    >>> x0["x"].shape, x0["s"].shape
+    ((4, 3), (4,))
     """
 
     def one(key):
@@ -135,6 +171,41 @@ def starting_positions(rng_key, position, num, init_positions=None, what="num_ch
     return init_positions
 
 
+def _site_names(position) -> list[str]:
+    """One name per position leaf: dict keys joined by '.', ``"x"`` for a lone array."""
+    paths = jax.tree_util.tree_flatten_with_path(position)[0]
+    if len(paths) == 1 and not paths[0][0]:
+        return ["x"]
+    names = []
+    for keypath, _ in paths:
+        parts = []
+        for k in keypath:
+            for attr in ("key", "name", "idx"):
+                if hasattr(k, attr):
+                    parts.append(str(getattr(k, attr)))
+                    break
+        names.append(".".join(parts))
+    return names
+
+
+def _site_index(position, sites) -> tuple[int, ...] | None:
+    """Leaf indices of the named ``sites`` of ``position`` (None: all leaves)."""
+    if sites is None:
+        return None
+    names = _site_names(position)
+    if isinstance(sites, str) or not all(isinstance(s, str) for s in sites):
+        raise TypeError(
+            f"`sites` must be a list of site names (a subset of {names}), got "
+            f"{sites!r}."
+        )
+    unknown = [s for s in sites if s not in names]
+    if unknown or not sites:
+        raise ValueError(
+            f"`sites` must be a non-empty subset of {names}; unknown: {unknown}."
+        )
+    return tuple(names.index(s) for s in sites)
+
+
 def _run_keys(rng_key, num_chains):
     return jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_chains))
 
@@ -162,8 +233,11 @@ def _all_chains_step(
     """
     # The step index is not batched, so the warm-start branch in the kernel stays
     # a real branch (no score evaluation) under the vmap over chains.
-    _, next_time, step_size, _ = schedule_at(schedule, i)
+    time, next_time, step_size, _ = schedule_at(schedule, i)
     keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(run_keys)
+    if getattr(preconditioner, "time_dependent", False):
+        # Every chain is at the same time: factor M_t once, not once per chain.
+        preconditioner = preconditioner.at(time)
 
     def chain_step(key, state):
         return kernel(
@@ -188,6 +262,7 @@ def _all_chains_step(
         "num_steps",
         "final_window",
         "path_every",
+        "path_sites",
     ),
 )
 def _run(
@@ -202,6 +277,7 @@ def _run(
     num_steps,
     final_window,
     path_every,
+    path_sites,
 ):
     kernel = build_kernel(reference_score_fn)
     states = _init_states(
@@ -243,6 +319,13 @@ def _run(
 
     window = positions if final_window else None
     carry = (states, window)
+
+    def kept(position):
+        if path_sites is None:
+            return position
+        leaves = jax.tree.leaves(position)
+        return {name: leaves[j] for name, j in path_sites}
+
     if path_every:
         num_blocks, remainder = divmod(num_steps, path_every)
 
@@ -250,7 +333,7 @@ def _run(
             carry, out = jax.lax.scan(
                 one_step, carry, b * path_every + jnp.arange(path_every)
             )
-            return carry, (out, carry[0].position)
+            return carry, (out, kept(carry[0].position))
 
         carry, (out, path) = jax.lax.scan(block, carry, jnp.arange(num_blocks))
         out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
@@ -327,19 +410,38 @@ def _resolve_mesh(devices, mesh, num_chains) -> Mesh | None:
     return mesh
 
 
+def _put(tree, sharding: NamedSharding):
+    """``device_put`` onto ``sharding``, also when it spans other processes.
+
+    In a multi-process run ``device_put`` refuses a sharding with devices of other
+    processes; every process holds the same host value (same key, same
+    arguments), so each builds its own shards of the global array from it.
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(leaf):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = one(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+    return jax.tree.map(one, tree)
+
+
 def _shard_chains(tree, mesh: Mesh | None):
     """Put the leading (chain) axis of every leaf of ``tree`` along the mesh."""
     if mesh is None:
         return tree
-    sharding = NamedSharding(mesh, PartitionSpec(CHAIN_AXIS))
-    return jax.device_put(tree, sharding)
+    return _put(tree, NamedSharding(mesh, PartitionSpec(CHAIN_AXIS)))
 
 
 def _replicate(tree, mesh: Mesh | None):
     """Copy ``tree`` (schedule, preconditioner) to every device of the mesh."""
     if mesh is None or tree is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return _put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def run_almc(
@@ -354,6 +456,7 @@ def run_almc(
     preconditioner=None,
     final_window: int = 0,
     path_every: int = 0,
+    sites: list[str] | None = None,
     init_positions: ArrayLikeTree | None = None,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
     devices=None,
@@ -391,6 +494,10 @@ def run_almc(
         Length of the final window from which ``window_draw`` is drawn (0: none).
     path_every
         Keep the positions every ``path_every`` steps (0: keep none).
+    sites
+        Names of the position leaves kept in ``path`` (dict keys, ``"a.b"`` for
+        nested dicts, ``"x"`` for a lone array); ``path`` is then a dict
+        ``name -> (chains, kept, ...)``. Default: the whole position.
     devices
         ``None`` (default: one device, as JAX places it), ``"all"`` (every local
         device) or a list of devices: chains are sharded along a one-axis mesh
@@ -398,9 +505,13 @@ def run_almc(
         run keys; the schedule and preconditioner are replicated, the score and
         likelihood closures are traced once and run on every device). Every chain
         computes exactly what it computes unsharded, so draws are the same as the
-        single-device run for the same key; only the chain averages of ``trace``
-        may differ in the last bits (the reduction order changes). ``num_chains``
-        must be a multiple of the number of devices.
+        single-device run for the same key (bitwise when XLA compiles the same
+        code for the per-device batch as for the whole batch; on CPU it may
+        vectorise by batch size, then the last bits differ); the chain averages
+        of ``trace`` may differ in the last bits (the reduction order changes).
+        ``num_chains`` must be a multiple of the number of devices. Also works
+        with a mesh over several processes (``mesh=``, see
+        ``docs/multi_host.md``).
     mesh
         Instead of ``devices``: a :class:`jax.sharding.Mesh` with a ``"chain"``
         axis (e.g. a global mesh in a multi-host run, see ``docs/multi_host.md``).
@@ -432,6 +543,12 @@ def run_almc(
             f"`final_window` ({final_window}) cannot exceed num_steps ({num_steps})."
         )
     path_every = _check_count("path_every", path_every)
+    site_index = _site_index(position, sites)
+    path_sites = (
+        None
+        if site_index is None
+        else tuple((sites[k], j) for k, j in enumerate(site_index))
+    )
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     init_positions = starting_positions(rng_key, position, num_chains, init_positions)
@@ -447,4 +564,5 @@ def run_almc(
         num_steps=num_steps,
         final_window=final_window,
         path_every=path_every,
+        path_sites=path_sites,
     )

@@ -13,6 +13,15 @@ the same steps as one uninterrupted ``run_almc``. After every chunk
 
 Running per-chain means and variances of the kept draws are accumulated on device
 (Welford), so posterior moments need no stored draws at all (``store=False``).
+
+In a multi-process run (a ``mesh`` spanning the devices of several processes, see
+``docs/multi_host.md``) every process writes the chains it holds to its own files,
+``chunk_{k:06d}.p{process:03d}.npz`` and ``state.p{process:03d}.npz`` (the previous
+state is kept as ``state.p{process:03d}.prev.npz``); :func:`load_chunks` merges them.
+
+:func:`export_netcdf` streams the chunks of a run, one at a time, into one NetCDF
+file with ArviZ's layout (``posterior``, ``sample_stats``), which
+``arviz.from_netcdf`` opens lazily.
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from numpyro_almc._driver import (
+    CHAIN_AXIS,
     ALMCTrace,
     _all_chains_step,
     _init_states,
@@ -37,6 +47,8 @@ from numpyro_almc._driver import (
     _resolve_mesh,
     _run_keys,
     _shard_chains,
+    _site_index,
+    _site_names,
     initial_positions,
 )
 from numpyro_almc._kernel import ALMCState, build_kernel, standard_normal_score
@@ -45,7 +57,7 @@ from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
-__all__ = ["ChunkedResult", "run_almc_chunked", "load_chunks"]
+__all__ = ["ChunkedResult", "run_almc_chunked", "load_chunks", "export_netcdf"]
 
 _STATE_FILE = "state.npz"
 _FORMAT_VERSION = 1
@@ -73,6 +85,16 @@ class ChunkedResult(NamedTuple):
         int32 reverted steps of each chain.
     path
         The run directory (``None`` when nothing is written).
+
+    Examples
+    --------
+    >>> from numpyro_almc import budget_schedule, run_almc_chunked
+    >>> res = run_almc_chunked(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+    ...     lambda x, t: -x, budget_schedule(20, num_warm_start_steps=10),
+    ...     jnp.zeros(2), num_chains=2, num_steps=40, chunk_size=20, path=None,
+    ...     max_chunks=1)
+    >>> res.complete, res.num_steps_done, res.count, res.pooled_mean["x"].shape
+    (False, 20, 20, (2,))
     """
 
     state: ALMCState
@@ -87,26 +109,9 @@ class ChunkedResult(NamedTuple):
     path: pathlib.Path | None
 
 
-def _site_names(position) -> list[str]:
-    """One name per position leaf: dict keys joined by '.', ``"x"`` for a lone array."""
-    paths = jax.tree_util.tree_flatten_with_path(position)[0]
-    if len(paths) == 1 and not paths[0][0]:
-        return ["x"]
-    names = []
-    for keypath, _ in paths:
-        parts = []
-        for k in keypath:
-            for attr in ("key", "name", "idx"):
-                if hasattr(k, attr):
-                    parts.append(str(getattr(k, attr)))
-                    break
-        names.append(".".join(parts))
-    return names
-
-
 def _welford_init(leaves):
     return (
-        jnp.zeros((), jnp.int32),
+        np.zeros((), np.int32),
         [jnp.zeros_like(x) for x in leaves],
         [jnp.zeros_like(x) for x in leaves],
     )
@@ -137,6 +142,7 @@ def _welford_update(acc, leaves, take):
         "keep_from",
         "site_index",
         "initialise",
+        "return_draws",
     ),
 )
 def _run_chunk(
@@ -156,6 +162,7 @@ def _run_chunk(
     keep_from,
     site_index,
     initialise,
+    return_draws,
 ):
     """Steps ``start .. start + chunk_length - 1`` of every chain (one scan)."""
     kernel = build_kernel(reference_score_fn)
@@ -205,7 +212,8 @@ def _run_chunk(
         # or after keep_from (steps before are not stored and not in the moments).
         take = first + keep_every - 1 >= keep_from
         acc = _welford_update(acc, draws, take)
-        return (inner, acc), (out, draws)
+        # Draws nobody writes are not stacked at all (no chunk-sized output).
+        return (inner, acc), (out, draws if return_draws else None)
 
     carry = (states, num_diverging)
     carry, (trace, draws) = jax.lax.scan(block, (carry, acc), jnp.arange(num_blocks))
@@ -218,7 +226,8 @@ def _run_chunk(
         trace = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), trace, rest)
     states, num_diverging = carry
     # draws: list of (blocks, chains, ...) -> (chains, blocks, ...)
-    draws = [jnp.swapaxes(d, 0, 1) for d in draws]
+    if return_draws:
+        draws = [jnp.swapaxes(d, 0, 1) for d in draws]
     return states, acc, num_diverging, trace, draws
 
 
@@ -239,57 +248,148 @@ def _atomic_savez(path: pathlib.Path, **arrays):
     os.replace(tmp, path)
 
 
-def _chunk_file(path: pathlib.Path, k: int) -> pathlib.Path:
-    return path / f"chunk_{k:06d}.npz"
+def _suffix(process: int | None) -> str:
+    return "" if process is None else f".p{process:03d}"
 
 
-def _save_state(path, config, chunks_done, steps_done, states, acc, num_diverging):
+def _chunk_file(path: pathlib.Path, k: int, process: int | None = None):
+    return path / f"chunk_{k:06d}{_suffix(process)}.npz"
+
+
+def _state_file(path: pathlib.Path, process: int | None = None, prev=False):
+    if process is None:
+        return path / _STATE_FILE
+    return path / f"state{_suffix(process)}{'.prev' if prev else ''}.npz"
+
+
+def _host(x) -> np.ndarray:
+    """A replicated (or single-process) array as numpy, on every process."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_shards[0].data)
+    raise ValueError("expected a replicated array")  # pragma: no cover
+
+
+def _local_rows(x) -> tuple[np.ndarray, np.ndarray]:
+    """``(chain indices, rows)`` of the chains (leading axis) this process holds."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        rows = np.asarray(x)
+        return np.arange(rows.shape[0]), rows
+    blocks = {}
+    for shard in x.addressable_shards:
+        start = shard.index[0].start or 0
+        blocks.setdefault(start, shard.data)
+    starts = sorted(blocks)
+    rows = [np.asarray(blocks[k]) for k in starts]
+    idx = [np.arange(k, k + r.shape[0]) for k, r in zip(starts, rows, strict=True)]
+    return np.concatenate(idx), np.concatenate(rows)
+
+
+def _from_local_rows(rows: np.ndarray, mesh, num_chains: int):
+    """The global chain-sharded array whose local rows are ``rows``."""
+    if mesh is None:
+        return jnp.asarray(rows)
+    sharding = NamedSharding(mesh, PartitionSpec(CHAIN_AXIS))
+    if sharding.is_fully_addressable:
+        return _shard_chains(jnp.asarray(rows), mesh)
+    return jax.make_array_from_process_local_data(
+        sharding, rows, (num_chains, *rows.shape[1:])
+    )
+
+
+def _save_state(
+    file, config, chunks_done, steps_done, states, acc, num_diverging, chains
+):
     count, means, m2s = acc
     arrays = {
         "config": np.asarray(json.dumps(config)),
         "chunks_done": np.asarray(chunks_done),
         "steps_done": np.asarray(steps_done),
-        "count": np.asarray(count),
-        "num_diverging": np.asarray(num_diverging),
+        "count": _host(count),
+        "num_diverging": _local_rows(num_diverging)[1],
+        "chains": chains,
     }
     for j, leaf in enumerate(jax.tree.leaves(states)):
-        arrays[f"state_{j}"] = np.asarray(leaf)
+        arrays[f"state_{j}"] = _local_rows(leaf)[1]
     for j, (m, m2) in enumerate(zip(means, m2s, strict=True)):
-        arrays[f"mean_{j}"] = np.asarray(m)
-        arrays[f"m2_{j}"] = np.asarray(m2)
-    _atomic_savez(path / _STATE_FILE, **arrays)
+        arrays[f"mean_{j}"] = _local_rows(m)[1]
+        arrays[f"m2_{j}"] = _local_rows(m2)[1]
+    _atomic_savez(file, **arrays)
 
 
-def _load_state(path, config, states_template, num_sites):
-    with np.load(path / _STATE_FILE) as f:
-        saved = json.loads(str(f["config"]))
-        if saved != config:
-            diff = {
-                k: (saved.get(k), config.get(k))
-                for k in set(saved) | set(config)
-                if saved.get(k) != config.get(k)
-            }
-            raise ValueError(
-                f"{path} holds a different run (saved vs asked: {diff}); pass the "
-                "same arguments to resume, another `path`, or resume=False to "
-                "overwrite it."
-            )
+def _check_config(file, saved, config):
+    saved.setdefault("num_processes", 1)  # files written before multi-process runs
+    if saved != config:
+        diff = {
+            k: (saved.get(k), config.get(k))
+            for k in set(saved) | set(config)
+            if saved.get(k) != config.get(k)
+        }
+        raise ValueError(
+            f"{file.parent} holds a different run (saved vs asked: {diff}); pass the "
+            "same arguments to resume, another `path`, or resume=False to "
+            "overwrite it."
+        )
+
+
+def _chunks_done_of(file) -> int | None:
+    """Completed chunks recorded in a state file (None: missing or unreadable)."""
+    try:
+        with np.load(file) as f:
+            return int(f["chunks_done"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _load_state(file, config, states_template, num_sites, mesh, num_chains):
+    with np.load(file) as f:
+        _check_config(file, json.loads(str(f["config"])), config)
         leaves, treedef = jax.tree.flatten(states_template)
+
+        def put(name):
+            return _from_local_rows(f[name], mesh, num_chains)
+
         states = jax.tree.unflatten(
-            treedef, [jnp.asarray(f[f"state_{j}"]) for j in range(len(leaves))]
+            treedef, [put(f"state_{j}") for j in range(len(leaves))]
         )
         acc = (
-            jnp.asarray(f["count"]),
-            [jnp.asarray(f[f"mean_{j}"]) for j in range(num_sites)],
-            [jnp.asarray(f[f"m2_{j}"]) for j in range(num_sites)],
+            np.asarray(f["count"]),
+            [put(f"mean_{j}") for j in range(num_sites)],
+            [put(f"m2_{j}") for j in range(num_sites)],
         )
         return (
             int(f["chunks_done"]),
             int(f["steps_done"]),
             states,
             acc,
-            jnp.asarray(f["num_diverging"]),
+            put("num_diverging"),
         )
+
+
+def _process_state_file(run_dir, process) -> pathlib.Path | None:
+    """This process's state file to resume from, agreed with all processes.
+
+    A crash can leave one process a chunk ahead of another (each saves its state
+    after a barrier that follows every process's chunk write); all processes then
+    resume from the smallest common chunk count, which the ahead ones still hold
+    in their ``.prev`` file.
+    """
+    from jax.experimental import multihost_utils
+
+    files = [_state_file(run_dir, process), _state_file(run_dir, process, prev=True)]
+    done = {f: _chunks_done_of(f) for f in files}
+    local = max([d for d in done.values() if d is not None], default=-1)
+    common = int(np.min(multihost_utils.process_allgather(np.int64(local))))
+    if common < 0:
+        return None
+    for f, d in done.items():
+        if d == common:
+            return f
+    raise ValueError(  # pragma: no cover - needs a crash of two chunks' distance
+        f"Process {process} has no saved state at chunk {common} in {run_dir}; "
+        "resume=False restarts the run."
+    )
 
 
 def run_almc_chunked(
@@ -352,7 +452,9 @@ def run_almc_chunked(
         Run at most this many chunks in this call (then ``complete`` is False and a
         later call with ``resume=True`` goes on).
     devices, mesh
-        Shard chains over devices, as in :func:`run_almc`.
+        Shard chains over devices, as in :func:`run_almc`. With a ``mesh`` over
+        the devices of several processes (``jax.distributed``), each process
+        writes its own chains' files; see ``docs/multi_host.md``.
     callback
         ``callback(chunks_done, steps_done)`` after each chunk is safely on disk.
 
@@ -362,6 +464,7 @@ def run_almc_chunked(
 
     Examples
     --------
+    >>> import jax, jax.numpy as jnp
     >>> import tempfile
     >>> from numpyro_almc import budget_schedule, load_chunks, run_almc_chunked
     >>> d = tempfile.mkdtemp()
@@ -390,16 +493,13 @@ def run_almc_chunked(
     if max_chunks is not None:
         max_chunks = _check_count("max_chunks", max_chunks, 1)
     names = _site_names(position)
-    if sites is None:
-        site_index = tuple(range(len(names)))
-    else:
-        unknown = [s for s in sites if s not in names]
-        if unknown or not sites:
-            raise ValueError(f"`sites` must be a non-empty subset of {names}.")
-        site_index = tuple(names.index(s) for s in sites)
+    site_index = _site_index(position, sites) or tuple(range(len(names)))
     site_names = [names[j] for j in site_index]
     mesh = _resolve_mesh(devices, mesh, num_chains)
 
+    # Several processes (a mesh over their devices): each writes its own chains.
+    processes = set() if mesh is None else {d.process_index for d in mesh.devices.flat}
+    process = jax.process_index() if len(processes) > 1 else None
     config = {
         "version": _FORMAT_VERSION,
         "key": _key_fingerprint(rng_key),
@@ -413,6 +513,7 @@ def run_almc_chunked(
         "shapes": [list(jnp.shape(v)) for v in jax.tree.leaves(position)],
         "dtypes": [str(jnp.result_type(v)) for v in jax.tree.leaves(position)],
         "schedule_steps": schedule.num_steps,
+        "num_processes": max(len(processes), 1),
     }
 
     run_keys = _shard_chains(_run_keys(rng_key, num_chains), mesh)
@@ -431,11 +532,18 @@ def run_almc_chunked(
     acc = _welford_init([pos_leaves[j] for j in site_index])
     num_diverging = _shard_chains(jnp.zeros((num_chains,), jnp.int32), mesh)
     chunks_done, steps_done, states = 0, 0, positions
+    chains = _local_rows(num_diverging)[0]
 
     run_dir = None if path is None else pathlib.Path(path)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (run_dir / _STATE_FILE).exists():
+        if process is None:
+            state_file = _state_file(run_dir) if resume else None
+            if state_file is not None and not state_file.exists():
+                state_file = None
+        else:
+            state_file = _process_state_file(run_dir, process) if resume else None
+        if state_file is not None:
             # The tree structure of the states (to unflatten the saved leaves).
             template = jax.eval_shape(
                 lambda p: _init_states(
@@ -444,16 +552,25 @@ def run_almc_chunked(
                 positions,
             )
             chunks_done, steps_done, states, acc, num_diverging = _load_state(
-                run_dir, config, template, len(site_index)
+                state_file, config, template, len(site_index), mesh, num_chains
             )
-            states = _shard_chains(states, mesh)
-            acc = (acc[0], _shard_chains(acc[1], mesh), _shard_chains(acc[2], mesh))
-            num_diverging = _shard_chains(num_diverging, mesh)
         else:
-            for stale in [*run_dir.glob("chunk_*.npz"), run_dir / _STATE_FILE]:
-                stale.unlink(missing_ok=True)
-            with open(run_dir / "run.json", "w") as f:
-                json.dump({**config, "site_names": names}, f)
+            if process is None:  # everything of an earlier run
+                stale = [*run_dir.glob("chunk_*.npz"), *run_dir.glob("state*.npz")]
+            else:  # this process's files only (and process 0 a one-process run's)
+                stale = [
+                    *run_dir.glob(f"chunk_*{_suffix(process)}.npz"),
+                    _state_file(run_dir, process),
+                    _state_file(run_dir, process, prev=True),
+                ]
+                if process == 0:
+                    stale += [*run_dir.glob("chunk_" + "[0-9]" * 6 + ".npz")]
+                    stale.append(_state_file(run_dir))
+            for file in stale:
+                file.unlink(missing_ok=True)
+            if process in (None, 0):
+                with open(run_dir / "run.json", "w") as f:
+                    json.dump({**config, "site_names": names}, f)
 
     ran = 0
     while steps_done < num_steps and (max_chunks is None or ran < max_chunks):
@@ -463,41 +580,62 @@ def run_almc_chunked(
             states,
             acc,
             num_diverging,
-            jnp.int32(steps_done),
+            np.int32(steps_done),
             schedule_d,
             preconditioner_d,
             chunk_length=length,
             initialise=steps_done == 0,
+            return_draws=run_dir is not None and bool(store),
             **statics,
         )
+        if run_dir is None:
+            # Nothing below waits for the chunk: without this, dispatch would run
+            # ahead and queue many chunks' buffers at once.
+            jax.block_until_ready(states)
         # Step indices of the kept blocks of this chunk, and which are stored.
         ends = steps_done + keep_every * np.arange(1, length // keep_every + 1) - 1
         keep = ends >= keep_from
         if run_dir is not None:
+            arrays = {}
             if store:
-                arrays = {
-                    f"draw/{name}": np.asarray(d)[:, keep]
-                    for name, d in zip(site_names, draws, strict=True)
-                }
-            else:
-                arrays = {}
+                for name, d in zip(site_names, draws, strict=True):
+                    rows = _local_rows(d)[1]
+                    # No copy when the whole chunk is kept (one chunk less on host).
+                    arrays[f"draw/{name}"] = rows if keep.all() else rows[:, keep]
             arrays["step"] = ends[keep].astype(np.int64)
             for field, value in trace._asdict().items():
-                arrays[f"trace/{field}"] = np.asarray(value)
-            _atomic_savez(_chunk_file(run_dir, chunks_done), **arrays)
+                arrays[f"trace/{field}"] = _host(value)
+            if process is not None:
+                arrays["chain"] = chains
+            _atomic_savez(_chunk_file(run_dir, chunks_done, process), **arrays)
         del draws, trace
         steps_done += length
         chunks_done += 1
         ran += 1
         if run_dir is not None:
+            file = _state_file(run_dir, process)
+            if process is not None:
+                from jax.experimental import multihost_utils
+
+                # Every process's chunk is on disk before any state says it is.
+                multihost_utils.sync_global_devices(f"almc chunk {chunks_done}")
+                if file.exists():
+                    os.replace(file, _state_file(run_dir, process, prev=True))
             _save_state(
-                run_dir, config, chunks_done, steps_done, states, acc, num_diverging
+                file,
+                config,
+                chunks_done,
+                steps_done,
+                states,
+                acc,
+                num_diverging,
+                chains,
             )
         if callback is not None:
             callback(chunks_done, steps_done)
 
     count, means, m2s = acc
-    n = int(count)
+    n = int(_host(count))
     mean = {s: m for s, m in zip(site_names, means, strict=True)}
     variance = {s: m2 / max(n, 1) for s, m2 in zip(site_names, m2s, strict=True)}
     # Pool equal-count chains: total variance = mean within + variance of means.
@@ -519,58 +657,314 @@ def run_almc_chunked(
     )
 
 
-def load_chunks(path: str | os.PathLike) -> dict:
-    """Read the completed chunks of a :func:`run_almc_chunked` run.
+class _RunFiles(NamedTuple):
+    config: dict
+    chunks_done: int
+    steps_done: int
+    processes: list  # [None] for a single-process run
 
-    Only chunks recorded as complete in the state file are read (a chunk file
-    written just before a crash is ignored until its state is saved).
+
+def _run_files(path) -> _RunFiles:
+    """What is safely on disk: the chunks every writing process has recorded."""
+    run_dir = pathlib.Path(path)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory.")
+    if _state_file(run_dir).exists():
+        files = {None: [_state_file(run_dir)]}
+    else:
+        pids = sorted(
+            {int(f.name.split(".")[1][1:]) for f in run_dir.glob("state.p*.npz")}
+        )
+        files = {
+            p: [_state_file(run_dir, p), _state_file(run_dir, p, prev=True)]
+            for p in pids
+        }
+    if not files:
+        raise FileNotFoundError(
+            f"{run_dir} has no state file: no chunk of a run_almc_chunked run has "
+            "completed there."
+        )
+    best = {}
+    for p, candidates in files.items():
+        done = [(_chunks_done_of(f), f) for f in candidates]
+        done = [(d, f) for d, f in done if d is not None]
+        if not done:
+            raise FileNotFoundError(f"no readable state file of process {p}.")
+        best[p] = max(done, key=lambda df: df[0])
+    chunks_done, file = min(best.values(), key=lambda df: df[0])
+    with np.load(file) as f:
+        config = json.loads(str(f["config"]))
+        steps_done = int(f["steps_done"])
+    config.setdefault("num_processes", 1)
+    if len(files) != config["num_processes"]:
+        raise FileNotFoundError(
+            f"{run_dir} holds the state of {len(files)} process(es) of a run written "
+            f"by {config['num_processes']}: gather every host's files in one "
+            "directory."
+        )
+    return _RunFiles(config, chunks_done, steps_done, list(files))
+
+
+def _read_chunk(run_dir, k, processes, sites):
+    """Chunk ``k``: draws (chains in order), kept steps and the trace."""
+    parts = []
+    for p in processes:
+        with np.load(_chunk_file(run_dir, k, p)) as f:
+            parts.append(
+                {
+                    "draws": {s: f[f"draw/{s}"] for s in sites if f"draw/{s}" in f},
+                    "chain": f["chain"] if "chain" in f else None,
+                    "step": f["step"],
+                    "trace": {x: f[f"trace/{x}"] for x in ALMCTrace._fields},
+                }
+            )
+    draws = parts[0]["draws"]
+    if len(parts) > 1:
+        order = np.argsort(np.concatenate([q["chain"] for q in parts]))
+        draws = {
+            s: np.concatenate([q["draws"][s] for q in parts])[order] for s in draws
+        }
+    return draws, parts[0]["step"], parts[0]["trace"]
+
+
+def _check_sites(config, sites):
+    stored = config["sites"]
+    if sites is None:
+        return list(stored)
+    if isinstance(sites, str) or any(s not in stored for s in sites) or not sites:
+        raise ValueError(f"`sites` must be a non-empty subset of {stored}.")
+    return list(sites)
+
+
+def _site_layout(run_dir, config, names):
+    """Event shapes and dtypes of the stored sites ``names``."""
+    try:
+        with open(run_dir / "run.json") as f:
+            all_names = json.load(f)["site_names"]
+        index = {n: all_names.index(n) for n in names}
+    except (OSError, ValueError, KeyError):
+        # run.json lost (or written on another host): read them off a chunk.
+        info = _run_files(run_dir)
+        chunk = _read_chunk(run_dir, 0, info.processes, names)[0]
+        return (
+            {n: list(chunk[n].shape[2:]) for n in names},
+            {n: chunk[n].dtype for n in names},
+        )
+    shapes = {n: config["shapes"][index[n]] for n in names}
+    dtypes = {n: np.dtype(config["dtypes"][index[n]]) for n in names}
+    return shapes, dtypes
+
+
+def _sample_stats(trace, step, num_chains):
+    shape = (num_chains, len(step))
+    return {
+        "mean_loglikelihood": np.broadcast_to(trace.mean_loglikelihood[step], shape),
+        "time": np.broadcast_to(trace.time[step], shape),
+        "step_size": np.broadcast_to(trace.step_size[step], shape),
+    }
+
+
+def load_chunks(
+    path: str | os.PathLike,
+    *,
+    sites: list[str] | None = None,
+    as_inference_data: bool = False,
+):
+    """Read the completed chunks of a :func:`run_almc_chunked` run into memory.
+
+    Only chunks recorded as complete in the state file(s) are read (a chunk file
+    written just before a crash is ignored until its state is saved). The files of
+    a multi-process run (one set per process) are merged, chains in order.
+
+    Parameters
+    ----------
+    path
+        The run directory.
+    sites
+        Read only these stored sites (default: all stored).
+    as_inference_data
+        Return ArviZ data (``InferenceData`` with ArviZ 0.2x, ``DataTree`` with 1.x)
+        with ``posterior`` (the draws) and ``sample_stats`` (``time``,
+        ``step_size``, ``mean_loglikelihood``: the chain-averaged trace at the kept
+        steps, broadcast over chains) instead of a dict. This holds every draw in
+        memory; for runs that do not fit, see :func:`export_netcdf`.
 
     Returns
     -------
-    dict
-        ``draws``: ``site -> (chains, draws, *event_shape)``; ``step``: the step index
-        of each draw; ``trace``: :class:`ALMCTrace` fields concatenated over steps;
-        ``num_steps_done``; ``posterior`` and ``sample_stats``: dicts ready for
-        ``arviz.from_dict(posterior=..., sample_stats=...)`` (per-draw
-        ``diverging`` is not recorded per chain; ``sample_stats`` holds the chain
-        averaged trace at the kept steps, broadcast over chains).
+    dict or ArviZ data
+        The dict has ``draws``: ``site -> (chains, draws, *event_shape)``; ``step``:
+        the step index of each draw; ``trace``: :class:`ALMCTrace` fields over all
+        completed steps; ``num_steps_done``; ``posterior`` and ``sample_stats``:
+        dicts ready for ``arviz.from_dict``.
 
     Examples
     --------
-    >>> # idata = arviz.from_dict(**{k: v for k, v in load_chunks(d).items()
-    >>> #                             if k in ("posterior", "sample_stats")})
+    >>> import jax, jax.numpy as jnp
+    >>> import tempfile
+    >>> from numpyro_almc import budget_schedule, load_chunks, run_almc_chunked
+    >>> d = tempfile.mkdtemp()
+    >>> _ = run_almc_chunked(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+    ...     lambda x, t: -x, budget_schedule(30), jnp.zeros(2), num_chains=2,
+    ...     num_steps=60, chunk_size=30, path=d, keep_every=3)
+    >>> idata = load_chunks(d, as_inference_data=True)
+    >>> idata.posterior["x"].shape
+    (2, 20, 2)
     """
     run_dir = pathlib.Path(path)
-    with np.load(run_dir / _STATE_FILE) as f:
-        chunks_done = int(f["chunks_done"])
-        steps_done = int(f["steps_done"])
-        config = json.loads(str(f["config"]))
-    draws: dict[str, list] = {s: [] for s in config["sites"]}
+    info = _run_files(run_dir)
+    names = _check_sites(info.config, sites)
+    draws: dict[str, list] = {s: [] for s in names}
     steps, traces = [], {field: [] for field in ALMCTrace._fields}
-    for k in range(chunks_done):
-        with np.load(_chunk_file(run_dir, k)) as f:
-            for s in draws:
-                if f"draw/{s}" in f:
-                    draws[s].append(f[f"draw/{s}"])
-            steps.append(f["step"])
-            for field in traces:
-                traces[field].append(f[f"trace/{field}"])
+    for k in range(info.chunks_done):
+        chunk, step, trace = _read_chunk(run_dir, k, info.processes, names)
+        for s, d in chunk.items():
+            draws[s].append(d)
+        steps.append(step)
+        for field in traces:
+            traces[field].append(trace[field])
     out_draws = {s: np.concatenate(v, axis=1) for s, v in draws.items() if v}
     step = np.concatenate(steps) if steps else np.zeros((0,), np.int64)
     trace = ALMCTrace(**{k: np.concatenate(v) for k, v in traces.items()})
-    num_chains = config["num_chains"]
-    sample_stats = {
-        "mean_loglikelihood": np.broadcast_to(
-            trace.mean_loglikelihood[step], (num_chains, len(step))
-        ),
-        "time": np.broadcast_to(trace.time[step], (num_chains, len(step))),
-        "step_size": np.broadcast_to(trace.step_size[step], (num_chains, len(step))),
-    }
+    sample_stats = _sample_stats(trace, step, info.config["num_chains"])
+    if as_inference_data:
+        from numpyro_almc._diagnostics import _build
+
+        if not out_draws:
+            raise ValueError(
+                "The run stored no draws (store=False); there is no posterior."
+            )
+        return _build(
+            {"posterior": dict(out_draws), "sample_stats": sample_stats},
+            coords=None,
+            dims=None,
+            attrs=None,
+        )
     return {
         "draws": out_draws,
         "step": step,
         "trace": trace,
-        "num_steps_done": steps_done,
+        "num_steps_done": info.steps_done,
         "posterior": dict(out_draws),
         "sample_stats": sample_stats,
     }
+
+
+def export_netcdf(
+    path: str | os.PathLike,
+    filename: str | os.PathLike | None = None,
+    *,
+    sites: list[str] | None = None,
+) -> pathlib.Path:
+    """Stream the completed chunks of a run into one NetCDF file for ArviZ.
+
+    Chunks are read and appended one at a time (HDF5 datasets that grow along
+    ``draw``), so memory holds one chunk whatever the length of the run. The file
+    has ArviZ's layout: groups ``posterior`` (one variable per site, dimensions
+    ``(chain, draw, <site>_dim_0, ...)``) and ``sample_stats`` (``time``,
+    ``step_size``, ``mean_loglikelihood`` at the kept steps, broadcast over
+    chains, and ``step``, the step index of each draw). It is written to
+    ``filename + ".tmp"`` and moved into place when complete, so a crash never
+    leaves a torn file; export again to include chunks completed since.
+
+    ``arviz.from_netcdf(file)`` opens it lazily (ArviZ 0.2x ``InferenceData``, 1.x
+    ``DataTree``): ``az.summary(idata, var_names=[...])`` reads only the sites it
+    summarises; with ``dask`` installed, ``group_kwargs={"posterior": {"chunks":
+    {}}}`` (0.2x) makes the computations out of core as well.
+
+    Parameters
+    ----------
+    path
+        The run directory of :func:`run_almc_chunked`.
+    filename
+        The NetCDF file to write (default ``path / "posterior.nc"``).
+    sites
+        Export only these stored sites (default: all stored).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written. Needs ``h5netcdf`` (``pip install h5netcdf``).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> import tempfile, arviz as az
+    >>> from numpyro_almc import budget_schedule, export_netcdf, run_almc_chunked
+    >>> d = tempfile.mkdtemp()
+    >>> _ = run_almc_chunked(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+    ...     lambda x, t: -x, budget_schedule(30), jnp.zeros(2), num_chains=2,
+    ...     num_steps=60, chunk_size=30, path=d, keep_every=3)
+    >>> az.from_netcdf(export_netcdf(d)).posterior["x"].shape
+    (2, 20, 2)
+    """
+    try:
+        import h5netcdf
+    except ImportError:  # pragma: no cover - h5netcdf is a test dependency
+        raise ImportError(
+            "export_netcdf needs h5netcdf: pip install h5netcdf "
+            "(or numpyro_almc[netcdf])."
+        ) from None
+    run_dir = pathlib.Path(path)
+    info = _run_files(run_dir)
+    config = info.config
+    if not config["store"]:
+        raise ValueError("The run stored no draws (store=False); nothing to export.")
+    names = _check_sites(config, sites)
+    target = run_dir / "posterior.nc" if filename is None else pathlib.Path(filename)
+    num_chains = config["num_chains"]
+    shapes, dtypes = _site_layout(run_dir, config, names)
+    tmp = target.with_name(target.name + ".tmp")
+    with h5netcdf.File(tmp, "w") as f:
+        f.attrs["created_by"] = "numpyro_almc.export_netcdf"
+        f.attrs["num_steps_done"] = info.steps_done
+        f.attrs["keep_every"] = config["keep_every"]
+        f.attrs["keep_from"] = config["keep_from"]
+        post, stats = f.create_group("posterior"), f.create_group("sample_stats")
+        for g in (post, stats):
+            g.dimensions["chain"] = num_chains
+            g.dimensions["draw"] = None  # unlimited: grows chunk by chunk
+            g.create_variable("chain", ("chain",), data=np.arange(num_chains))
+            g.create_variable("draw", ("draw",), dtype=np.int64)
+        variables = {}
+        for n in names:
+            dims = [f"{n}_dim_{i}" for i in range(len(shapes[n]))]
+            for d, size in zip(dims, shapes[n], strict=True):
+                post.dimensions[d] = size
+            # HDF5 chunks of one chain and at most ~4 MiB.
+            size = max(int(np.prod(shapes[n])), 1) * dtypes[n].itemsize
+            block = max(1, min(4096, (4 << 20) // size))
+            variables[n] = post.create_variable(
+                n,
+                ("chain", "draw", *dims),
+                dtype=dtypes[n],
+                chunks=(1, block, *shapes[n]),
+            )
+        stat_vars = {
+            k: stats.create_variable(
+                k, ("chain", "draw"), dtype=np.float32, chunks=(1, 4096)
+            )
+            for k in ("mean_loglikelihood", "time", "step_size")
+        }
+        step_var = stats.create_variable("step", ("draw",), dtype=np.int64)
+        done = 0
+        for k in range(info.chunks_done):
+            chunk, step, trace = _read_chunk(run_dir, k, info.processes, names)
+            m = len(step)
+            if not m:
+                continue
+            for g in (post, stats):
+                g.resize_dimension("draw", done + m)
+                g.variables["draw"][done : done + m] = np.arange(done, done + m)
+            for n in names:
+                variables[n][:, done : done + m] = chunk[n]
+            # The chunk's trace starts at step k * chunk_size.
+            local = step - k * config["chunk_size"]
+            ss = _sample_stats(ALMCTrace(**trace), local, num_chains)
+            for key, var in stat_vars.items():
+                var[:, done : done + m] = ss[key]
+            step_var[done : done + m] = step
+            done += m
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    return target

@@ -14,7 +14,13 @@ from numpyro_almc._driver import (
     initial_positions,
     run_almc,
 )
-from numpyro_almc._infer import ALMC, ALMCSamplerState, ScorePrior
+from numpyro_almc._infer import (
+    ALMC,
+    ALMCSMC,
+    ALMCSamplerState,
+    ALMCSMCSamplerState,
+    ScorePrior,
+)
 from numpyro_almc._kernel import (
     ALMCInfo,
     ALMCState,
@@ -27,6 +33,7 @@ from numpyro_almc._paths import (
     NoisedGaussianLikelihood,
     noised_gaussian_likelihood,
 )
+from numpyro_almc._precision import cast_score
 from numpyro_almc._precondition import (
     DensePreconditioner,
     DiagonalPreconditioner,
@@ -71,7 +78,12 @@ from numpyro_almc._smc import (
     init_smc,
     ou_log_density_time_derivative,
 )
-from numpyro_almc._streaming import ChunkedResult, load_chunks, run_almc_chunked
+from numpyro_almc._streaming import (
+    ChunkedResult,
+    export_netcdf,
+    load_chunks,
+    run_almc_chunked,
+)
 
 #: ``almc(loglikelihood_fn, score_fn, schedule)`` -> a BlackJAX ``SamplingAlgorithm``;
 #: ``almc.init`` and ``almc.build_kernel`` are the pieces, as in BlackJAX.
@@ -97,7 +109,9 @@ __all__ = [
     "score_from_x0",
     "sample_prior",
     "ALMC",
+    "ALMCSMC",
     "ALMCSamplerState",
+    "ALMCSMCSamplerState",
     "ScorePrior",
     "ALMCInfo",
     "ALMCResult",
@@ -115,6 +129,8 @@ __all__ = [
     "chain_keys",
     "chain_mesh",
     "ChunkedResult",
+    "cast_score",
+    "export_netcdf",
     "load_chunks",
     "run_almc_chunked",
     "dense_preconditioner",

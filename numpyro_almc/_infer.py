@@ -24,10 +24,29 @@ from numpyro_almc._driver import standard_normal_like
 from numpyro_almc._kernel import ALMCState, build_kernel, init
 from numpyro_almc._precondition import hessian_preconditioner
 from numpyro_almc._schedules import ALMCSchedule, budget_schedule, schedule_at
+from numpyro_almc._smc import (
+    _CORRECTIONS,
+    _DIVERGENCES,
+    _QUADRATURES,
+    RESAMPLING_SCHEMES,
+    SMCState,
+    _check_choice,
+    _log_weight_increments,
+    _resample_if_degenerate,
+    _reweight,
+    lee_whiteley_log_se,
+)
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.types import Array, ArrayTree
 
-__all__ = ["ScorePrior", "ALMC", "ALMCSamplerState", "score_prior_as_flat"]
+__all__ = [
+    "ScorePrior",
+    "ALMC",
+    "ALMCSMC",
+    "ALMCSamplerState",
+    "ALMCSMCSamplerState",
+    "score_prior_as_flat",
+]
 
 
 class ScorePrior(dist.Distribution):
@@ -221,6 +240,19 @@ class ALMCSamplerState(NamedTuple):
     ``measurement_loglik`` is ``-R(z)``: the log likelihood plus the log density (with
     Jacobian) of every latent site that is not a ScorePrior. ``theta_step_size`` and
     ``theta_accept_prob`` belong to the MALA update of those other sites.
+
+    Examples
+    --------
+    >>> import numpyro
+    >>> from numpyro.infer import MCMC
+    >>> def model():
+    ...     numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
+    >>> mcmc = MCMC(ALMC(model), num_warmup=20, num_samples=5, progress_bar=False)
+    >>> mcmc.run(jax.random.key(0))
+    >>> state = mcmc.last_state
+    >>> tau = float(mcmc.sampler.schedule.early_stop_time)
+    >>> int(state.i), sorted(state.z), float(state.time) == tau
+    (25, ['x'], True)
     """
 
     i: Array
@@ -731,3 +763,256 @@ class ALMC(MCMCKernel):
         new_h = h * jnp.exp(0.05 * (accept_prob - _THETA_TARGET_ACCEPT))
         h = jnp.where(adapt, new_h, h).astype(dtype)
         return z, ll, grad, h, accept_prob, jnp.logical_not(finite)
+
+
+class ALMCSMCSamplerState(NamedTuple):
+    """State of the :class:`ALMCSMC` ensemble kernel: the fields of
+    :class:`ALMCSamplerState` batched over particles, the particle weights, and one
+    ``rng_key`` for the whole ensemble (NumPyro's contract for ensemble kernels).
+
+    ``log_weight`` are the normalised log-weights (uniform after the path: the
+    last warmup step resamples); ``ancestor`` the index of each particle's
+    starting ancestor; ``log_evidence_ratio`` the running ``log Z_t − log Z_∞``;
+    ``ess`` and ``resampled`` describe the last step (replicated per particle so
+    that NumPyro can collect them as extra fields).
+
+    Examples
+    --------
+    >>> import numpyro
+    >>> from numpyro.infer import MCMC
+    >>> def model():
+    ...     numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
+    >>> mcmc = MCMC(ALMCSMC(model), num_warmup=20, num_samples=1, num_chains=8,
+    ...             chain_method="vectorized", progress_bar=False)
+    >>> mcmc.run(jax.random.key(0))
+    >>> state = mcmc.last_state
+    >>> state.log_weight.shape, state.z["x"].shape, int(state.i[0])
+    ((8,), (8, 2), 21)
+    """
+
+    i: Array
+    z: ArrayTree
+    score: ArrayTree
+    measurement_loglik: Array
+    measurement_loglik_grad: ArrayTree
+    time: Array
+    step_size: Array
+    diverging: Array
+    num_diverging: Array
+    theta_step_size: Array
+    theta_accept_prob: Array
+    preconditioner: object
+    log_weight: Array
+    ancestor: Array
+    log_evidence_ratio: Array
+    num_resampling: Array
+    ess: Array
+    resampled: Array
+    rng_key: Array
+
+
+_BASE_FIELDS = tuple(f for f in ALMCSamplerState._fields if f != "rng_key")
+
+
+class ALMCSMC(ALMC):
+    r"""ALMC with Feynman–Kac weights (ALMC-SMC) as a NumPyro *ensemble* kernel.
+
+    The chains are the particles of :func:`numpyro_almc.almc_smc`: during warmup
+    (the warm start and the annealing path) each particle makes the move of
+    :class:`ALMC`, is reweighted by ``log p_{t'}(x) − log p_t(x)`` computed from the
+    score alone (``∂_t log p_t = d + x·s + ∇·s + |s|²``), and the ensemble is
+    resampled when its ESS drops below ``ess_threshold · N``. The last warmup step
+    resamples to equal weights, so the sampling phase (Langevin at ``τ``) yields
+    equally weighted draws whose mode weights are those of ``μ_τ`` as ``N → ∞`` --
+    where plain ALMC freezes them at a high-noise posterior's.
+
+    Run it with ``chain_method="vectorized"``; ``num_chains`` is the number of
+    particles. Other latent sites (noise scale, forward-model parameters) take the
+    MALA step of :class:`ALMC`; the weights need only the ScorePrior sites' score,
+    because ``R`` cancels in the ratio of neighbouring targets.
+
+    Parameters
+    ----------
+    model, potential_fn, score_fn
+        As in :class:`ALMC`.
+    ess_threshold
+        Resample when ``ESS < ess_threshold · N`` (0: only at the end of the path).
+    resampling
+        ``"systematic"``, ``"stratified"``, ``"residual"`` or ``"multinomial"``.
+    divergence, num_probes
+        ``∇·s`` exactly (``"exact"``: ``d`` JVPs per particle and step, for small
+        ``d``) or by Hutchinson's estimator with ``num_probes`` probes.
+    quadrature, warm_start_correction
+        As in :func:`numpyro_almc.almc_smc`.
+    **kwargs
+        Every other argument of :class:`ALMC` (schedule knobs, preconditioner, ...).
+
+    Notes
+    -----
+    ``mcmc.last_state.log_evidence_ratio[0]`` estimates ``log Z_τ − log Z_∞`` with
+    ``Z_t = ∫ p_t(x) e^{-R} dx dθ``; :meth:`log_evidence_ratio` returns it with its
+    Lee–Whiteley standard error. Collect ``ess`` and ``resampled`` with
+    ``mcmc.warmup(..., extra_fields=("ess", "resampled"), collect_warmup=True)``
+    to see the resampling events along the path.
+
+    Examples
+    --------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer import MCMC
+    >>> def model(y=None):
+    ...     x = numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
+    ...     numpyro.sample("y", dist.Normal(x.sum(), 0.5), obs=y)
+    >>> mcmc = MCMC(ALMCSMC(model), num_warmup=100, num_samples=2, num_chains=32,
+    ...             chain_method="vectorized", progress_bar=False)
+    >>> mcmc.run(jax.random.key(0), y=1.0)
+    >>> mcmc.get_samples()["x"].shape
+    (64, 2)
+
+    References
+    ----------
+    Del Moral, Doucet, Jasra. Sequential Monte Carlo samplers. JRSS B, 2006.
+    Parulekar, Rout, Shanmugam, Shakkottai. arXiv:2508.07631.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        score_fn=None,
+        *,
+        ess_threshold: float = 0.5,
+        resampling: str = "systematic",
+        divergence: str = "exact",
+        num_probes: int = 1,
+        quadrature: str = "right",
+        warm_start_correction: str = "tail",
+        **kwargs,
+    ):
+        super().__init__(model, potential_fn, score_fn, **kwargs)
+        if not isinstance(ess_threshold, numbers.Real) or not 0 <= ess_threshold <= 1:
+            raise ValueError(
+                f"`ess_threshold` must be in [0, 1], got {ess_threshold!r}."
+            )
+        _check_choice("resampling", resampling, tuple(RESAMPLING_SCHEMES))
+        _check_choice("divergence", divergence, _DIVERGENCES)
+        _check_choice("quadrature", quadrature, _QUADRATURES)
+        _check_choice("warm_start_correction", warm_start_correction, _CORRECTIONS)
+        self._ess_threshold = float(ess_threshold)
+        self._resampling = resampling
+        self._weight_options = dict(
+            divergence=divergence,
+            num_probes=_check_count("num_probes", num_probes, 1),
+            quadrature=quadrature,
+            warm_start_correction=warm_start_correction,
+        )
+
+    @property
+    def is_ensemble_kernel(self):
+        return True
+
+    def get_diagnostics_str(self, state):
+        return (
+            f"t={float(state.time[0]):.3g}, ESS {float(state.ess[0]):.0f}, "
+            f"{int(state.num_resampling[0])} resamplings, "
+            f"{int(jnp.sum(state.num_diverging))} divergences"
+        )
+
+    def wrap_model(self, wrapper):
+        raise NotImplementedError(
+            "ALMCSMC moves the whole ensemble at once and cannot be a block of "
+            "numpyro.infer.Gibbs; use ALMC there."
+        )
+
+    def log_evidence_ratio(self, state: ALMCSMCSamplerState) -> tuple[Array, Array]:
+        """``(log Z_τ − log Z_∞, its Lee–Whiteley standard error)`` from a state
+        after warmup (``mcmc.last_state``)."""
+        smc_state = SMCState(
+            particles=None,
+            log_weights=state.log_weight,
+            ancestors=state.ancestor,
+            log_evidence_ratio=state.log_evidence_ratio[0],
+            num_resampling=state.num_resampling[0],
+        )
+        return state.log_evidence_ratio[0], lee_whiteley_log_se(smc_state)
+
+    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
+        if is_prng_key(rng_key):
+            raise ValueError(
+                "ALMCSMC is an ensemble kernel: run it with "
+                "MCMC(..., num_chains=N, chain_method='vectorized'); num_chains is "
+                "the number of particles (at least 2)."
+            )
+        n = rng_key.shape[0]
+        if n < 2:
+            raise ValueError("ALMCSMC needs num_chains >= 2 particles.")
+        base = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
+        dtype = base.time.dtype
+        key = jax.random.fold_in(rng_key[0], 2)
+
+        def per_particle(value, dt):
+            return jnp.full((n,), value, dtype=dt)
+
+        return ALMCSMCSamplerState(
+            **{f: getattr(base, f) for f in _BASE_FIELDS},
+            log_weight=per_particle(-math.log(n), dtype),
+            ancestor=jnp.arange(n, dtype=jnp.int32),
+            log_evidence_ratio=per_particle(0.0, dtype),
+            num_resampling=per_particle(0, jnp.int32),
+            ess=per_particle(n, dtype),
+            resampled=per_particle(False, bool),
+            rng_key=key,
+        )
+
+    def sample(self, state, model_args, model_kwargs):
+        n = state.log_weight.shape[0]
+        dtype = state.log_weight.dtype
+        rng_key, key_moves, key_probe, key_resample = jax.random.split(state.rng_key, 4)
+        base = ALMCSamplerState(
+            **{f: getattr(state, f) for f in _BASE_FIELDS},
+            rng_key=jax.random.split(key_moves, n),
+        )
+        i, time = state.i[0], state.time[0]
+        moved = super().sample(base, model_args, model_kwargs)
+        next_time = moved.time[0]
+
+        _, score_fn = self._joint_fns(model_args, model_kwargs)
+        xs, theta = self._split(moved.z)
+
+        def x_score(x, t, theta_one):
+            return self._x_score_fn(score_fn, theta_one)(x, t)
+
+        inc = _log_weight_increments(
+            xs,
+            moved.score,
+            time,
+            next_time,
+            x_score,
+            key_probe,
+            context=theta,
+            **self._weight_options,
+        )
+        log_w, log_increment, ess = _reweight(state.log_weight, inc, moved.diverging)
+        # The last warmup step resamples to equal weights: the sampling phase then
+        # runs equally weighted chains, as NumPyro's draws assume.
+        last_warmup = i + 1 == self._num_warmup
+        threshold = jnp.where(last_warmup, 2.0, self._ess_threshold).astype(dtype)
+        idx, log_w, resampled = _resample_if_degenerate(
+            key_resample, log_w, ess, threshold, RESAMPLING_SCHEMES[self._resampling]
+        )
+        moved = jax.tree.map(lambda a: a[idx], moved)
+
+        def per_particle(value):
+            return jnp.broadcast_to(value, (n,))
+
+        return ALMCSMCSamplerState(
+            **{f: getattr(moved, f) for f in _BASE_FIELDS},
+            log_weight=log_w,
+            ancestor=state.ancestor[idx],
+            log_evidence_ratio=per_particle(
+                state.log_evidence_ratio[0] + log_increment
+            ),
+            num_resampling=state.num_resampling + resampled.astype(jnp.int32),
+            ess=per_particle(ess.astype(dtype)),
+            resampled=per_particle(resampled),
+            rng_key=rng_key,
+        )

@@ -50,8 +50,20 @@ class NoisedGaussianLikelihood(NamedTuple):
     matching time-dependent ``(I + ∇²(−log L_t))^{-1}``. With ``t = 0`` it is the
     ordinary Gaussian log-likelihood (up to a constant).
 
-    Not for :func:`~numpyro_almc.almc_smc`, whose weights assume a likelihood
-    that does not change along the path.
+    :func:`~numpyro_almc.almc_smc` accepts it: its weights then add the exact change
+    ``lik(x, t') − lik(x, t)``, and its evidence uses :meth:`log_normalizer` and
+    :meth:`warm_start_log_normalizer`.
+
+    Examples
+    --------
+    >>> lik = noised_gaussian_likelihood(jnp.eye(2), jnp.ones(2), 0.1)
+    >>> isinstance(lik, NoisedGaussianLikelihood), lik.time_dependent
+    (True, True)
+    >>> x = jnp.full(2, 2.0)
+    >>> round(float(lik(x, 0.0)), 3), round(float(lik(x, jnp.inf)), 3)
+    (-100.0, -4.0)
+    >>> lik.preconditioner.at(1.0).matrix.shape
+    (2, 2)
     """
 
     A: Array
@@ -67,6 +79,36 @@ class NoisedGaussianLikelihood(NamedTuple):
         # e^{t}·(a y − A x) has covariance e^{2t} C: the e^{t} factors cancel.
         r = a * self.y.astype(dtype) - A @ x
         return -0.5 * r @ jnp.linalg.solve(cov, r)
+
+    def log_normalizer(self, t) -> Array:
+        r"""``c_t`` with ``log N(y; e^{t} A x, Σ_t) = lik(x, t) + c_t`` (finite ``t``).
+
+        ``c_t = −½ log det Σ_t − (d_y / 2) log 2π``,
+        ``Σ_t = σ_y² I + (e^{2t} − 1) A Aᵀ``.
+        """
+        dtype = self.A.dtype
+        t = jnp.asarray(t, dtype)
+        eye = jnp.eye(self.A.shape[0], dtype=dtype)
+        cov = self.noise_std.astype(dtype) ** 2 * eye + jnp.expm1(2 * t) * (
+            self.A @ self.A.T
+        )
+        _, logdet = jnp.linalg.slogdet(cov)
+        return -0.5 * logdet - 0.5 * self.A.shape[0] * jnp.log(2 * jnp.pi).astype(dtype)
+
+    def warm_start_log_normalizer(self) -> Array:
+        r"""``log ∫ N(x; 0, I) e^{lik(x, ∞)} dx = −½ log det(I + Aᵀ (A Aᵀ)^{-1} A)``.
+
+        ``lik(x, ∞) = −½ |P x|²`` with ``P`` the projection on the row space of
+        ``A`` (full row rank assumed), so this is ``−(d_y / 2) log 2``. With
+        :meth:`log_normalizer` it turns :func:`~numpyro_almc.almc_smc`'s evidence
+        ratio into ``log ∫ p_τ(x) N(y; e^{τ} A x, Σ_τ) dx``.
+        """
+        dtype = self.A.dtype
+        hessian = jnp.eye(self.A.shape[1], dtype=dtype) + self.A.T @ jnp.linalg.solve(
+            self.A @ self.A.T, self.A
+        )
+        _, logdet = jnp.linalg.slogdet(hessian)
+        return -0.5 * logdet
 
     @property
     def preconditioner(self) -> NoisedGaussianPreconditioner:

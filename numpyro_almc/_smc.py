@@ -55,6 +55,7 @@ from numpyro_almc._kernel import (
     standard_normal_score,
 )
 from numpyro_almc._schedules import ALMCSchedule
+from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.types import Array, ArrayLike, ArrayLikeTree, ArrayTree, PRNGKey
 
@@ -96,6 +97,12 @@ class SMCState(NamedTuple):
         Running estimate of ``log Z_t − log Z_∞``, ``Z_t = ∫ p_t e^{-R}``.
     num_resampling
         int32 number of resampling events so far.
+
+    Examples
+    --------
+    >>> state = init_smc(jnp.zeros((8, 2)), lambda x: -jnp.sum(x**2), lambda x, t: -x)
+    >>> state.particles.position.shape, state.log_weights.shape
+    ((8, 2), (8,))
     """
 
     particles: ALMCState
@@ -120,6 +127,15 @@ class SMCInfo(NamedTuple):
         ``log Σ_i W_i e^{Δ_i}``, this step's contribution to the evidence ratio.
     num_diverging
         Particles whose move was reverted (their weight is set to zero).
+
+    Examples
+    --------
+    >>> from numpyro_almc import almc_smc, budget_schedule
+    >>> res = almc_smc(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+    ...                lambda x, t: -x, budget_schedule(20, num_warm_start_steps=5),
+    ...                jnp.zeros(2), num_particles=8)
+    >>> res.info.ess.shape, res.info.resampled.dtype
+    ((24,), dtype('bool'))
     """
 
     time: Array
@@ -157,6 +173,17 @@ class SMCResult(NamedTuple):
         The final :class:`SMCState`.
     info
         :class:`SMCInfo`, one entry per step.
+
+    Examples
+    --------
+    >>> from numpyro_almc import almc_smc, budget_schedule
+    >>> res = almc_smc(jax.random.key(0), lambda x: -0.5 * jnp.sum((x - 1) ** 2),
+    ...                lambda x, t: -x, budget_schedule(20, num_warm_start_steps=5),
+    ...                jnp.zeros(2), num_particles=8)
+    >>> res.particles.shape, round(float(jnp.exp(jax.nn.logsumexp(res.log_weights))), 4)
+    ((8, 2), 1.0)
+    >>> res.log_evidence is None   # no warm_start_log_normalizer given
+    True
     """
 
     particles: ArrayTree
@@ -302,7 +329,14 @@ def init_smc(
     *,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
 ) -> SMCState:
-    """Equally weighted particles at ``positions`` (leading axis ``N``)."""
+    """Equally weighted particles at ``positions`` (leading axis ``N``).
+
+    Examples
+    --------
+    >>> state = init_smc(jnp.zeros((8, 2)), lambda x: -jnp.sum(x**2), lambda x, t: -x)
+    >>> int(state.num_resampling), float(state.log_evidence_ratio)
+    (0, 0.0)
+    """
     particles = jax.vmap(
         lambda p: init(
             p, loglikelihood_fn, score_fn, time, reference_score_fn=reference_score_fn
@@ -356,6 +390,17 @@ def build_smc_kernel(
       ``"none"`` uses 0 (``p_T ≈ γ``), which needs a large ``T``. The correction
       matters for the evidence and for problems whose ``p_T`` is far from ``γ``
       (gmm25: ``log p_3 − log γ ≈ 47 ± 1.6`` across posterior draws).
+
+    Examples
+    --------
+    >>> kernel = build_smc_kernel()
+    >>> loglik, score = lambda x: -0.5 * jnp.sum(x**2), lambda x, t: -x
+    >>> state = init_smc(jnp.zeros((8, 2)), loglik, score, 1.0)
+    >>> # time 1.0 -> 0.9, step size 0.1, resample below ESS 0.5 N
+    >>> key = jax.random.key(0)
+    >>> state, info = kernel(key, state, loglik, score, 1.0, 0.9, 0.1, 0.5)
+    >>> float(info.ess), bool(info.resampled)   # N(0, I) is stationary: equal weights
+    (8.0, False)
     """
     _check_choice("divergence", divergence, _DIVERGENCES)
     _check_choice("resampling", resampling, tuple(RESAMPLING_SCHEMES))
@@ -383,6 +428,9 @@ def build_smc_kernel(
         next_time = jnp.asarray(next_time, dtype=dtype)
         key_move, key_probe, key_resample = jax.random.split(rng_key, 3)
         move_keys = jax.random.split(key_move, n)
+        if getattr(preconditioner, "time_dependent", False):
+            # Every particle is at the same time: factor M_t once, not per particle.
+            preconditioner = preconditioner.at(time)
         particles, move_info = jax.vmap(
             lambda k, p: almc_kernel(
                 k,
@@ -396,94 +444,34 @@ def build_smc_kernel(
         )(move_keys, particles)
         diverging = move_info.is_diverging
 
-        # -- reweight -------------------------------------------------------
-        one_position = jax.tree.map(lambda a: a[0], particles.position)
-        _, unravel = ravel_pytree(one_position)
-        flat_score = _flat_score(score_fn, unravel)
-        probe_keys = jax.random.split(key_probe, n)
-
-        def dlogp(x_flat, s_flat, t, key, cached):
-            s_new, div = _divergence(
-                flat_score,
-                x_flat,
-                t,
-                divergence=divergence,
-                num_probes=num_probes,
-                rng_key=key,
+        inc = _log_weight_increments(
+            particles.position,
+            particles.score,
+            time,
+            next_time,
+            score_fn,
+            key_probe,
+            divergence=divergence,
+            num_probes=num_probes,
+            quadrature=quadrature,
+            warm_start_correction=warm_start_correction,
+        )
+        if getattr(loglikelihood_fn, "time_dependent", False):
+            # A path that anneals the likelihood too (noised_gaussian_likelihood):
+            # the R term no longer cancels in the ratio of neighbouring targets, so
+            # add log L_{t'}(x') - log L_t(x') exactly (one likelihood evaluation).
+            # The move cached log L_{t'}(x'); equal times (warm start, tail) add 0.
+            old_loglik = jax.vmap(lambda x: loglikelihood_fn(x, time))(
+                particles.position
             )
-            # With ``cached`` the score is the one the move cached (same x, t).
-            return _dlogp_dt(x_flat, s_flat if cached else s_new, div)
-
-        def flat(p):
-            return ravel_pytree(p.position)[0], ravel_pytree(p.score)[0]
-
-        def anneal_increments(_):
-            def one(p, key):
-                x_flat, s_flat = flat(p)
-                key_a, key_b = jax.random.split(key)
-                g_next = dlogp(x_flat, s_flat, next_time, key_a, True)
-                if quadrature == "trapezoid":
-                    g_old = dlogp(x_flat, s_flat, time, key_b, False)
-                    g_next = 0.5 * (g_next + g_old)
-                return (next_time - time) * g_next
-
-            return jax.vmap(one)(particles, probe_keys)
-
-        def warm_start_increments(_):
-            # log p_T(x) - log γ(x) = -∫_T^∞ ∂_t log p_t(x) dt, see the docstring.
-            def one(p, key):
-                x_flat, s_flat = flat(p)
-                key_a, key_b = jax.random.split(key)
-                g_start = dlogp(x_flat, s_flat, next_time, key_a, True)
-                if warm_start_correction == "tail":
-                    return -g_start
-                # "tail2": fit g(t) = -A e^{-(t-T)} - 2B e^{-2(t-T)} through g(T)
-                # and g(T + 1) at the same x; log p_T - log γ = A + B = -g(T) - B.
-                # One more score evaluation + divergence, once per run.
-                g_late = dlogp(x_flat, s_flat, next_time + 1.0, key_b, False)
-                r = jnp.exp(jnp.asarray(-1.0, dtype=dtype))
-                b = (g_late - r * g_start) / (2.0 * r * (1.0 - r))
-                return -g_start - b
-
-            return jax.vmap(one)(particles, probe_keys)
-
-        def no_increments(_):
-            return jnp.zeros((n,), dtype=dtype)
-
-        # 0: no weight (warm start, tail at τ); 1: end of the warm start; 2: anneal.
-        starts_annealing = jnp.isinf(time) & jnp.isfinite(next_time)
-        anneals = jnp.isfinite(time) & (next_time != time)
-        if warm_start_correction == "none":
-            starts_annealing = jnp.zeros_like(starts_annealing)
-        branch = jnp.where(starts_annealing, 1, jnp.where(anneals, 2, 0))
-        inc = jax.lax.switch(
-            branch,
-            [no_increments, warm_start_increments, anneal_increments],
-            None,
+            lik_inc = jnp.where(
+                next_time != time, particles.loglikelihood - old_loglik, 0.0
+            )
+            inc = inc + lik_inc.astype(dtype)
+        log_w, log_increment, ess = _reweight(state.log_weights, inc, diverging)
+        idx, log_w, do_resample = _resample_if_degenerate(
+            key_resample, log_w, ess, ess_threshold, resample_fn
         )
-        # A reverted move leaves a stale score: give the particle zero weight.
-        bad = diverging | ~jnp.isfinite(inc)
-        inc = jnp.where(bad, -jnp.inf, inc).astype(dtype)
-        log_w = state.log_weights + inc
-        log_increment = jax.scipy.special.logsumexp(log_w)
-        # If every particle diverged the evidence is -inf (flagged in the info);
-        # keep the previous weights rather than NaNs.
-        log_w = jnp.where(
-            jnp.isfinite(log_increment), log_w - log_increment, state.log_weights
-        )
-        ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
-
-        # -- resample -------------------------------------------------------
-        do_resample = ess < ess_threshold * n
-
-        def resample(_):
-            idx = resample_fn(key_resample, jnp.exp(log_w), n).astype(jnp.int32)
-            return idx, jnp.full((n,), -math.log(n), dtype=dtype)
-
-        def keep(_):
-            return jnp.arange(n, dtype=jnp.int32), log_w
-
-        idx, log_w = jax.lax.cond(do_resample, resample, keep, None)
         particles = jax.tree.map(lambda a: a[idx], particles)
         new_state = SMCState(
             particles=particles,
@@ -502,6 +490,130 @@ def build_smc_kernel(
         return new_state, info
 
     return kernel
+
+
+def _log_weight_increments(
+    positions,
+    scores,
+    time,
+    next_time,
+    score_fn,
+    rng_key,
+    *,
+    divergence,
+    num_probes,
+    quadrature,
+    warm_start_correction,
+    context=None,
+):
+    """``log p_{next_time}(x) − log p_{time}(x)`` for each particle (leading axis).
+
+    ``scores`` are the scores cached at ``(x, next_time)``. Three cases, chosen by a
+    real branch (``time`` and ``next_time`` are unbatched): equal times (warm start,
+    tail at ``τ``) give 0; ``time = inf`` is the end of the warm start (see
+    :func:`build_smc_kernel` for the tail correction); otherwise the quadrature.
+    With a ``context`` (a pytree with the same leading axis, e.g. the other sites
+    of a NumPyro model), the score is ``score_fn(x, t, context_i)``.
+    """
+    n = jax.tree.leaves(positions)[0].shape[0]
+    dtype = jnp.result_type(*jax.tree.leaves(positions))
+    one_position = jax.tree.map(lambda a: a[0], positions)
+    _, unravel = ravel_pytree(one_position)
+    keys = jax.random.split(rng_key, n)
+
+    def dlogp(x_flat, s_flat, t, key, cached, ctx):
+        if context is None:
+            flat_score = _flat_score(score_fn, unravel)
+        else:
+            flat_score = _flat_score(lambda x, tt: score_fn(x, tt, ctx), unravel)
+        s_new, div = _divergence(
+            flat_score,
+            x_flat,
+            t,
+            divergence=divergence,
+            num_probes=num_probes,
+            rng_key=key,
+        )
+        # With ``cached`` the score is the one the move cached (same x, t).
+        return _dlogp_dt(x_flat, s_flat if cached else s_new, div)
+
+    def flat(x, s):
+        return ravel_pytree(x)[0], ravel_pytree(s)[0].astype(dtype)
+
+    def anneal_increments(_):
+        def one(x, s, key, ctx):
+            x_flat, s_flat = flat(x, s)
+            key_a, key_b = jax.random.split(key)
+            g_next = dlogp(x_flat, s_flat, next_time, key_a, True, ctx)
+            if quadrature == "trapezoid":
+                g_old = dlogp(x_flat, s_flat, time, key_b, False, ctx)
+                g_next = 0.5 * (g_next + g_old)
+            return (next_time - time) * g_next
+
+        return jax.vmap(one)(positions, scores, keys, context)
+
+    def warm_start_increments(_):
+        # log p_T(x) - log γ(x) = -∫_T^∞ ∂_t log p_t(x) dt, see build_smc_kernel.
+        def one(x, s, key, ctx):
+            x_flat, s_flat = flat(x, s)
+            key_a, key_b = jax.random.split(key)
+            g_start = dlogp(x_flat, s_flat, next_time, key_a, True, ctx)
+            if warm_start_correction == "tail":
+                return -g_start
+            # "tail2": fit g(t) = -A e^{-(t-T)} - 2B e^{-2(t-T)} through g(T)
+            # and g(T + 1) at the same x; log p_T - log γ = A + B = -g(T) - B.
+            # One more score evaluation + divergence, once per run.
+            g_late = dlogp(x_flat, s_flat, next_time + 1.0, key_b, False, ctx)
+            r = jnp.exp(jnp.asarray(-1.0, dtype=dtype))
+            b = (g_late - r * g_start) / (2.0 * r * (1.0 - r))
+            return -g_start - b
+
+        return jax.vmap(one)(positions, scores, keys, context)
+
+    def no_increments(_):
+        return jnp.zeros((n,), dtype=dtype)
+
+    # 0: no weight (warm start, tail at τ); 1: end of the warm start; 2: anneal.
+    starts_annealing = jnp.isinf(time) & jnp.isfinite(next_time)
+    anneals = jnp.isfinite(time) & (next_time != time)
+    if warm_start_correction == "none":
+        starts_annealing = jnp.zeros_like(starts_annealing)
+    branch = jnp.where(starts_annealing, 1, jnp.where(anneals, 2, 0))
+    inc = jax.lax.switch(
+        branch, [no_increments, warm_start_increments, anneal_increments], None
+    )
+    return inc.astype(dtype)
+
+
+def _reweight(log_weights, increments, diverging):
+    """``(normalised log-weights, log Σ W e^{inc}, ESS)``; a reverted move (stale
+    score) or a non-finite increment gives the particle zero weight."""
+    dtype = log_weights.dtype
+    bad = diverging | ~jnp.isfinite(increments)
+    log_w = log_weights + jnp.where(bad, -jnp.inf, increments).astype(dtype)
+    log_increment = jax.scipy.special.logsumexp(log_w)
+    # If every particle diverged the evidence is -inf (flagged in the info);
+    # keep the previous weights rather than NaNs.
+    log_w = jnp.where(jnp.isfinite(log_increment), log_w - log_increment, log_weights)
+    ess = 1.0 / jnp.sum(jnp.exp(2.0 * log_w))
+    return log_w, log_increment, ess
+
+
+def _resample_if_degenerate(rng_key, log_w, ess, ess_threshold, resample_fn):
+    """``(ancestor indices, log-weights, resampled?)``: resample when
+    ``ESS < ess_threshold · N``."""
+    n = log_w.shape[0]
+    do_resample = ess < ess_threshold * n
+
+    def resample(_):
+        idx = resample_fn(rng_key, jnp.exp(log_w), n).astype(jnp.int32)
+        return idx, jnp.full((n,), -math.log(n), dtype=log_w.dtype)
+
+    def keep(_):
+        return jnp.arange(n, dtype=jnp.int32), log_w
+
+    idx, log_w = jax.lax.cond(do_resample, resample, keep, None)
+    return idx, log_w, do_resample
 
 
 def lee_whiteley_log_se(state: SMCState) -> Array:
@@ -706,11 +818,13 @@ def almc_smc(
     num_probes = _check_count("num_probes", num_probes, 1)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
-    if getattr(loglikelihood_fn, "time_dependent", False):
+    time_dependent = getattr(loglikelihood_fn, "time_dependent", False)
+    if time_dependent and warm_start_log_normalizer is not None:
         raise ValueError(
-            "almc_smc's weights assume a likelihood that does not change along the "
-            "path; pass the plain log-likelihood, not a time-dependent one such as "
-            "noised_gaussian_likelihood."
+            "With a time-dependent likelihood (noised_gaussian_likelihood) the "
+            "evidence comes from the likelihood's own log_normalizer and "
+            "warm_start_log_normalizer methods; do not pass "
+            "`warm_start_log_normalizer`."
         )
     init_positions = starting_positions(
         rng_key, position, num_particles, init_positions, what="num_particles"
@@ -722,9 +836,9 @@ def almc_smc(
         schedule,
         preconditioner,
         ess_threshold,
-        loglikelihood_fn=loglikelihood_fn,
-        score_fn=score_fn,
-        reference_score_fn=reference_score_fn,
+        loglikelihood_fn=by_identity(loglikelihood_fn),
+        score_fn=by_identity(score_fn),
+        reference_score_fn=by_identity(reference_score_fn),
         divergence=divergence,
         num_probes=num_probes,
         resampling=resampling,
@@ -732,7 +846,16 @@ def almc_smc(
         warm_start_correction=warm_start_correction,
     )
     log_evidence = None
-    if warm_start_log_normalizer is not None:
+    if time_dependent and hasattr(loglikelihood_fn, "warm_start_log_normalizer"):
+        # The likelihood's values omit its t-dependent constant c_t: add c_τ, and
+        # the normaliser of the warm-start target γ e^{lik(·, ∞)}.
+        dtype = state.log_evidence_ratio.dtype
+        log_evidence = (
+            state.log_evidence_ratio
+            + jnp.asarray(loglikelihood_fn.warm_start_log_normalizer(), dtype)
+            + jnp.asarray(loglikelihood_fn.log_normalizer(schedule.times[-1]), dtype)
+        )
+    elif warm_start_log_normalizer is not None:
         log_evidence = state.log_evidence_ratio + jnp.asarray(
             warm_start_log_normalizer, dtype=state.log_evidence_ratio.dtype
         )

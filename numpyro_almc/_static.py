@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 __all__ = ["by_identity"]
 
 
@@ -29,11 +31,20 @@ class _ByIdentity:
             raise AttributeError(name)
         return getattr(self.fn, name)
 
+    def _key(self):
+        # ``problem.loglikelihood_fn`` makes a new bound-method object at every
+        # access: identify it by its instance and function, or every call would
+        # compile again.
+        fn = self.fn
+        if inspect.ismethod(fn):
+            return (id(fn.__self__), id(fn.__func__))
+        return (id(fn),)
+
     def __hash__(self):
-        return id(self.fn)
+        return hash(self._key())
 
     def __eq__(self, other):
-        return isinstance(other, _ByIdentity) and other.fn is self.fn
+        return isinstance(other, _ByIdentity) and other._key() == self._key()
 
 
 def by_identity(fn):

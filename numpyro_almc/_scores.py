@@ -105,14 +105,43 @@ def _float_dtype(x: Array):
 # ---------------------------------------------------------------------------
 
 
+def _eigh_psd(raw_covs: ArrayLike, covs: Array) -> tuple[Array, Array]:
+    """Eigendecomposition ``C_k = V_k diag(lam_k) V_k^T`` of full covariances.
+
+    Done once, when a score function is built. Concrete inputs are decomposed
+    eagerly in float64 numpy (so it also happens once when the score function
+    is built inside a jit trace, where ``jax.numpy`` would stage the
+    decomposition into every call); traced inputs fall back to
+    :func:`jax.numpy.linalg.eigh`. Like the Cholesky factorisation it replaces,
+    only the lower triangle is read. Eigenvalues are clipped at 0 (the
+    round-off of a singular :math:`C`), so :math:`\\alpha^2 \\lambda + \\sigma^2 > 0`
+    for every ``t > 0``.
+
+    Returns
+    -------
+    lam, vecs
+        Shapes ``(K, d)`` and ``(K, d, d)``, columns of ``vecs[k]`` the
+        eigenvectors; numpy float64 arrays if the input is concrete.
+    """
+    if isinstance(raw_covs, jax.core.Tracer):
+        lam, vecs = jnp.linalg.eigh(covs, UPLO="L", symmetrize_input=False)
+        return jnp.maximum(lam, 0), vecs
+    values = np.asarray(raw_covs, dtype=np.float64).reshape(covs.shape)
+    lam, vecs = np.linalg.eigh(values, UPLO="L")
+    return np.maximum(lam, 0.0), vecs
+
+
 class _MixtureParams:
     """Validated mixture parameters, flattened to vectors of length ``d``.
 
     ``kind`` is ``"iso"`` (covs (K,)), ``"diag"`` (covs (K, d)) or ``"full"``
     (covs (K, d, d)). The event shape is kept to reshape ``x`` and the score.
+    Full covariances are eigendecomposed here, once (:func:`_eigh_psd`), so a
+    call needs only matrix-vector products.
     """
 
     def __init__(self, weights, means, covs, *, single: bool):
+        raw_covs = covs
         means = _as_float(means)
         covs = _as_float(covs)
         if single:
@@ -180,12 +209,16 @@ class _MixtureParams:
         self.kind = kind
         self.event_shape = tuple(event_shape)
         self.dim = d
+        if kind == "full":
+            self.eigvals, self.eigvecs = _eigh_psd(raw_covs, covs)
 
     def terms(self, x: Array, t: ArrayLike) -> tuple[Array, Array, Array]:
         """Per-component ``log w_k + log N_k(x)`` (K,) and gradients (K, d).
 
         Returns the flattened ``x`` as well. Component ``k`` of :math:`p_t` is
-        :math:`N(\\alpha m_k, \\alpha^2 C_k + \\sigma^2 I)`.
+        :math:`N(\\alpha m_k, \\alpha^2 C_k + \\sigma^2 I)`; for full
+        :math:`C_k = V_k \\mathrm{diag}(\\lambda_k) V_k^T` its covariance is
+        :math:`V_k \\mathrm{diag}(\\alpha^2 \\lambda_k + \\sigma^2) V_k^T`.
         """
         x = jnp.asarray(x)
         if x.shape != self.event_shape:
@@ -198,28 +231,26 @@ class _MixtureParams:
         xf = x.reshape(self.dim).astype(dtype)
         alpha, sigma2 = ou_coefficients(jnp.asarray(t, dtype=dtype))
         means = self.means.astype(dtype)
-        covs = self.covs.astype(dtype)
         log_w = self.log_weights.astype(dtype)
         diff = xf[None, :] - alpha * means  # (K, d)
         d = self.dim
         if self.kind == "iso":
-            var = alpha**2 * covs + sigma2  # (K,)
+            var = alpha**2 * self.covs.astype(dtype) + sigma2  # (K,)
             grad = -diff / var[:, None]
             logpdf = -0.5 * (jnp.sum(diff**2, axis=-1) / var + d * jnp.log(var))
         elif self.kind == "diag":
-            var = alpha**2 * covs + sigma2  # (K, d)
+            var = alpha**2 * self.covs.astype(dtype) + sigma2  # (K, d)
             grad = -diff / var
             logpdf = -0.5 * jnp.sum(diff**2 / var + jnp.log(var), axis=-1)
         else:
-            eye = jnp.eye(d, dtype=dtype)
-            cov_t = alpha**2 * covs + sigma2 * eye  # (K, d, d)
-            chol = jnp.linalg.cholesky(cov_t)
-            sol = jax.vmap(lambda c, r: jax.scipy.linalg.cho_solve((c, True), r))(
-                chol, diff
-            )
-            grad = -sol
-            logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
-            logpdf = -0.5 * (jnp.sum(diff * sol, axis=-1) + logdet)
+            # Explicit casts: float64 numpy eigenpairs must not promote x.
+            vecs = jnp.asarray(self.eigvecs, dtype=dtype)  # (K, d, d)
+            var = alpha**2 * jnp.asarray(self.eigvals, dtype=dtype) + sigma2  # (K, d)
+            # Rotate diff (not x and the means apart): no cancellation near a mean.
+            rot = jnp.einsum("kji,kj->ki", vecs, diff)  # V_k^T diff_k
+            scaled = rot / var
+            grad = -jnp.einsum("kij,kj->ki", vecs, scaled)
+            logpdf = -0.5 * jnp.sum(rot * scaled + jnp.log(var), axis=-1)
         logpdf = logpdf - jnp.asarray(0.5 * d * _LOG_2PI, dtype=dtype)
         return log_w + logpdf, grad, xf
 

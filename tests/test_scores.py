@@ -104,6 +104,83 @@ def test_gaussian_equals_one_component_mixture(x64, kind):
             np.testing.assert_allclose(mix_fn(x, t), expected, rtol=1e-10)
 
 
+def _dense_mixture_np(x, t, weights, means, covs):
+    """log p_t(x) and its score by dense solves in float64 numpy (reference)."""
+    a, s2 = np.exp(-t), -np.expm1(-2 * t)
+    logs, grads = [], []
+    weights = np.asarray(weights) / np.sum(weights)
+    for w, m, c in zip(weights, means, covs, strict=True):
+        cov_t = a**2 * c + s2 * np.eye(len(m))
+        diff = x - a * m
+        sol = np.linalg.solve(cov_t, diff)
+        _, logdet = np.linalg.slogdet(cov_t)
+        quad = diff @ sol + logdet + len(m) * np.log(2 * np.pi)
+        logs.append(np.log(w) - 0.5 * quad)
+        grads.append(-sol)
+    logs = np.array(logs)
+    top = logs.max()
+    resp = np.exp(logs - top)
+    log_p = top + np.log(resp.sum())
+    return log_p, (resp / resp.sum()) @ np.array(grads)
+
+
+def _random_spd_mixture(d=3, num=4, seed=1):
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(0.5, 2.0, size=num)  # unnormalised on purpose
+    means = rng.normal(size=(num, d)) * 2
+    q, _ = np.linalg.qr(rng.normal(size=(num, d, d)))
+    lam = np.exp(rng.uniform(np.log(0.05), np.log(5.0), size=(num, d)))
+    covs = np.einsum("kij,kj,klj->kil", q, lam, q)
+    return weights, means, 0.5 * (covs + np.swapaxes(covs, -1, -2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("traced", [False, True])
+def test_full_cov_mixture_matches_dense_solve(x64, dtype, traced):
+    weights, means, covs = _random_spd_mixture()
+    args = [jnp.asarray(a, dtype) for a in (weights, means, covs)]
+
+    def both(x, t, weights, means, covs):
+        return (
+            gaussian_mixture_log_density(weights, means, covs)(x, t),
+            gaussian_mixture_score(weights, means, covs)(x, t),
+        )
+
+    if traced:  # built under jit, from traced parameters
+        fn = jax.jit(both)
+    else:  # built under jit, closing over concrete parameters
+        fn = jax.jit(lambda x, t, *_: both(x, t, *args))
+    rng = np.random.default_rng(2)
+    points = np.concatenate([rng.normal(size=(3, 3)) * 3, means[:1] + 1e-3])
+    rtol, atol = (1e-10, 1e-10) if dtype == np.float64 else (2e-4, 2e-4)
+    for t in [1e-3, 0.05, 0.7, 3.0, 25.0]:
+        for x in points:
+            log_p, score = fn(jnp.asarray(x, dtype), jnp.asarray(t, dtype), *args)
+            assert log_p.dtype == score.dtype == dtype
+            ref_log_p, ref_score = _dense_mixture_np(x, t, weights, means, covs)
+            np.testing.assert_allclose(log_p, ref_log_p, rtol=rtol, atol=atol)
+            scale = max(1.0, np.abs(ref_score).max())
+            np.testing.assert_allclose(score, ref_score, rtol=rtol, atol=atol * scale)
+    # t = inf: p_t = N(0, I) whatever the prior.
+    x = jnp.asarray(points[0], dtype)
+    log_p, score = fn(x, jnp.asarray(jnp.inf, dtype), *args)
+    np.testing.assert_allclose(score, -x, rtol=rtol)
+    ref = -0.5 * (np.sum(points[0] ** 2) + 3 * np.log(2 * np.pi))
+    np.testing.assert_allclose(log_p, ref, rtol=rtol)
+
+
+def test_full_cov_singular_prior(x64):
+    # A rank-one C is fine for t > 0 (round-off eigenvalues are clipped at 0).
+    v = np.array([[0.6, 0.8]])
+    covs = (v.T @ v)[None]
+    means = np.array([[1.0, -1.0]])
+    score_fn = gaussian_mixture_score(jnp.ones(1), means, covs)
+    for t in [1e-3, 0.5]:
+        x = np.array([0.3, 0.2])
+        _, ref = _dense_mixture_np(x, t, np.ones(1), means, covs)
+        np.testing.assert_allclose(score_fn(jnp.asarray(x), t), ref, rtol=1e-9)
+
+
 def test_mixture_score_far_from_modes_is_finite(x64):
     weights, means, covs = _mixture()
     score = gaussian_mixture_score(weights, means, covs)(jnp.array([300.0, -500]), 0.01)

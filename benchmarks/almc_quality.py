@@ -1,23 +1,21 @@
-"""How close are ALMC draws to the exact posterior, on problems where it is known?
+"""How close are ALMC draws to the exact posterior on the bars, with the defaults?
 
     python benchmarks/almc_quality.py
 
-Problems: the 2-D bars problem and the 25-component Gaussian-mixture benchmark of
-MCGdiff (``gmm25_problem``, d = 8, d_y = 1, 2, 4, several problem seeds). For each
-budget (score evaluations per chain) ALMC runs with the library defaults
-(``budget_schedule(budget)`` + ``linear_gaussian_preconditioner``), one draw per
-chain (the last iterate), and is scored against the EXACT posterior ``μ_0``:
+Problem: the 2-D bars (``bars_problem()``). For each budget (score evaluations per
+chain) ALMC runs with the library defaults (``budget_schedule(budget)`` +
+``linear_gaussian_preconditioner``), one draw per chain (the last iterate), and is
+scored against the EXACT posterior ``μ_0`` by the mode-weight error (TV) and the
+sliced 2-Wasserstein distance (SW), each beside its Monte Carlo floor (the same metric
+between two independent exact sample sets of the same size), with the headline check
+"within 2× the floor".
 
-* mode-weight error: total variation between the fraction of draws assigned to each
-  mixture component and the exact posterior weights;
-* SW: sliced 2-Wasserstein distance to as many exact posterior draws;
-* max-SW (gmm25 only): max-sliced 2-Wasserstein distance, to set beside MCGdiff.
-
-Every figure has its Monte Carlo floor beside it: the same metric between two
-independent exact sample sets of the same size (what a perfect sampler would score).
+The 25-component Gaussian-mixture benchmark (d = 8, 80, 800, 10 problem seeds, max-SW
+beside the published MCGdiff figures, ALMC defaults beside tuned ALMC and the
+baselines) is in ``benchmarks/baselines_gmm.py`` / ``results/baselines_gmm.md``.
 Writes ``benchmarks/results/almc_quality.md``.
 
-The helpers here (``sample_batch``, ``score_batch``) are also used by
+The helpers here (``sample_batch``, ``score_batch``, ``floors``, ...) are also used by
 ``benchmarks/almc_ablation.py``.
 """
 
@@ -25,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import pathlib
-import sys
 import time
 
 import jax
@@ -48,11 +45,6 @@ NUM_CHAINS = 2000
 BUDGETS = (100, 300, 1000, 3000)
 NUM_SEEDS = 10
 GMM_DIM = 8
-GMM_OBS_DIMS = (1, 2, 4)
-# MCGdiff (Cardoso et al. 2023), d = 8, d_y = 1, 2, 4: sliced Wasserstein to the
-# exact posterior, as published.
-PUBLISHED = {"DPS": (27.2, 18.7, 12.4), "MCGdiff-128": (5.2, 4.3, 0.18)}
-
 
 # ---------------------------------------------------------------------------
 # Shared helpers
@@ -166,124 +158,53 @@ def gmm25_problems(obs_dim, num_seeds=NUM_SEEDS, dim=GMM_DIM):
 # ---------------------------------------------------------------------------
 
 
-def main(num_seeds=NUM_SEEDS):
+def main():
     t_start = time.perf_counter()
     defaults = budget_schedule(1000)
-    sched_desc = (
-        "library defaults: `budget_schedule(budget)` (grid, step_rule, step_size, "
-        "early_stop_time, warm start as in the signature) + "
-        "`linear_gaussian_preconditioner(A, noise_std)`"
-    )
     lines = [
-        "# ALMC posterior quality on problems with exact posteriors",
+        "# ALMC posterior quality on the bars (defaults, exact posterior)",
         "",
-        f"Command: `python benchmarks/almc_quality.py` (float32, CPU). Settings: "
-        f"{NUM_CHAINS} independent chains per problem, one draw per chain (the last "
-        f"iterate at τ = {float(defaults.early_stop_time):g}); {sched_desc}; budgets "
-        f"{', '.join(map(str, BUDGETS))} score evaluations per chain (the warm start "
-        "costs none). gmm25: d = 8, "
-        f"problem seeds 0–{num_seeds - 1} (`gmm25_problem(jax.random.key(seed), 8, d_y)`)"
-        ", chain seed = problem seed. Bars: `bars_problem()` (σ_y = 0.05, y = 2), "
-        "chain seed 0.",
+        "Command: `python benchmarks/almc_quality.py` (float32, CPU). Settings: "
+        f"{NUM_CHAINS} independent chains, one draw per chain (the last iterate at "
+        f"τ = {float(defaults.early_stop_time):g}); library defaults "
+        "`budget_schedule(budget)` + `linear_gaussian_preconditioner(A, noise_std)`; "
+        f"budgets {', '.join(map(str, BUDGETS))} score evaluations per chain (the warm "
+        "start costs none). `bars_problem()` (σ_y = 0.05, y = 2), chain seed 0.",
         "",
         "Metrics against the exact posterior μ_0: **TV** = mode-weight error "
         "(`mode_weight_error`, ½ Σ|ŵ_k − w_k|, hard assignment to the most "
-        f"responsible component); **SW** = sliced 2-Wasserstein (`sliced_wasserstein`, "
-        f"256 random directions) to {NUM_CHAINS} exact posterior draws; **max-SW** = "
-        "max-sliced 2-Wasserstein (`max_sliced_wasserstein`, max over 1024 random "
-        "directions + the mean-difference direction, a lower bound of the true "
-        "max-sliced W2). Each cell is `ALMC (floor)`, the floor being the same metric "
-        f"between two independent exact sample sets of size {NUM_CHAINS}. gmm25 cells "
-        f"are means over the {num_seeds} problem seeds (± standard error over seeds).",
+        "responsible component); **SW** = sliced 2-Wasserstein (`sliced_wasserstein`, "
+        f"256 random directions) to {NUM_CHAINS} exact posterior draws. The floor is "
+        "the same metric between two independent exact sample sets of size "
+        f"{NUM_CHAINS}. The 25-component mixture (10 problem seeds, d = 8 / 80 / 800, "
+        "max-SW beside MCGdiff's published figures, the same headline check) is in "
+        "`baselines_gmm.md`.",
         "",
+        "| budget | TV (floor) | within 2× floor | SW (floor) | non-finite draws "
+        "| seconds |",
+        "|---|---|---|---|---|---|",
     ]
-
-    # --- bars -------------------------------------------------------------------
     bars = [bars_problem()]
     bars_exact = floors(bars, [0])
-    lines += [
-        "## Bars (d = 2, 4 bars, only x₂ observed)",
-        "",
-        "| budget | TV (floor) | SW (floor) | non-finite draws | seconds |",
-        "|---|---|---|---|---|",
-    ]
-    bars_rows = {}
+    f = bars_exact[0][2]
     for budget in BUDGETS:
         t0 = time.perf_counter()
         draws = sample_batch(bars, [0], budget_schedule(budget))
         m = score_batch(np.asarray(draws), bars_exact)[0]
-        f = bars_exact[0][2]
-        bars_rows[budget] = m
+        ok = "yes" if m["tv"] <= 2 * f["tv"] else "**no**"
         lines.append(
-            f"| {budget} | {fmt(m['tv'])} ({fmt(f['tv'])}) | {fmt(m['sw'])} "
+            f"| {budget} | {fmt(m['tv'])} ({fmt(f['tv'])}) | {ok} | {fmt(m['sw'])} "
             f"({fmt(f['sw'])}) | {m['nonfinite']} | {time.perf_counter() - t0:.1f} |"
         )
         print("bars", budget, m, flush=True)
-    lines.append("")
-
-    # --- gmm25 ------------------------------------------------------------------
     lines += [
-        f"## gmm25 (d = {GMM_DIM}, 25 components, MCGdiff benchmark)",
         "",
-        "| d_y | budget | TV (floor) | SW (floor) | max-SW (floor) | non-finite | seconds |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    msw_1000 = {}
-    for dy in GMM_OBS_DIMS:
-        problems, seeds = gmm25_problems(dy, num_seeds)
-        exact = floors(problems, seeds, max_sliced=True)
-        fl = [e[2] for e in exact]
-        for budget in BUDGETS:
-            t0 = time.perf_counter()
-            draws = np.asarray(sample_batch(problems, seeds, budget_schedule(budget)))
-            rows = score_batch(draws, exact, max_sliced=True)
-            cells = []
-            for k in ("tv", "sw", "msw"):
-                cells.append(
-                    f"{fmt(mean_of(rows, k))} ± {fmt(se_of(rows, k))} "
-                    f"({fmt(mean_of(fl, k))})"
-                )
-            nonfinite = sum(r["nonfinite"] for r in rows)
-            lines.append(
-                f"| {dy} | {budget} | {' | '.join(cells)} | {nonfinite} | "
-                f"{time.perf_counter() - t0:.1f} |"
-            )
-            if budget == 1000:
-                msw_1000[dy] = (
-                    mean_of(rows, "msw"),
-                    mean_of(rows, "sw"),
-                    mean_of(fl, "msw"),
-                )
-            print(
-                "gmm25",
-                dy,
-                budget,
-                [round(mean_of(rows, k), 4) for k in ("tv", "sw", "msw")],
-                flush=True,
-            )
-    lines.append("")
-
-    # --- beside MCGdiff ------------------------------------------------------------
-    lines += [
-        "## Beside the published MCGdiff figures (d = 8)",
-        "",
-        "Published: Cardoso et al. (2023), Table 1, sliced Wasserstein to the exact "
-        "posterior, d = 8 (their own problem draws, sample sizes and projection set; "
-        "MCGdiff with 128 particles). Ours: ALMC at 1000 score evaluations per draw, "
-        "mean over our problem seeds, max-sliced W2 (our `max_sliced_wasserstein`, "
-        "which is ≥ the sliced W2 of the same samples) and sliced W2. The metric "
-        "variants differ, so read the comparison as orders of magnitude only.",
-        "",
-        "| d_y | DPS (published) | MCGdiff-128 (published) | ALMC-1000 max-SW (floor) | ALMC-1000 SW |",
-        "|---|---|---|---|---|",
-    ]
-    for i, dy in enumerate(GMM_OBS_DIMS):
-        msw, sw, fmsw = msw_1000[dy]
-        lines.append(
-            f"| {dy} | {PUBLISHED['DPS'][i]} | {PUBLISHED['MCGdiff-128'][i]} | "
-            f"{fmt(msw)} ({fmt(fmsw)}) | {fmt(sw)} |"
-        )
-    lines += [
+        "Why the defaults stay above 2× the floor: the mode weights are set while the "
+        "noise is high and freeze once it is low (Langevin at small t does not move "
+        "mass between bars), so bar 2 comes out a few percent too light at every "
+        "budget, the weights of a slightly noisier posterior; more evaluations do not "
+        "remove it. See `smc_modes.md` (Feynman–Kac reweighting fixes the weights) "
+        "and `almc_ablation.md` (no grid, step rule, τ or warm-start setting does).",
         "",
         f"Total wall time {time.perf_counter() - t_start:.0f} s "
         f"({jax.devices()[0].platform}, {jax.device_count()} device).",
@@ -295,4 +216,4 @@ def main(num_seeds=NUM_SEEDS):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else NUM_SEEDS)
+    main()

@@ -751,7 +751,10 @@ def _header():
         "(systematic) to equal weights at the end. Its weights cost the divergence "
         f"∇·s on top of the score evaluations: exact (d JVPs per particle and step) "
         f"for d ≤ {SMC_EXACT_MAX_DIM}, Hutchinson with one probe (1 JVP) above; "
-        "the `seconds` column gives the wall-time cost against the other rows.",
+        "the `seconds` column is each cell's wall time (10 seeds, compilation "
+        "included, on cores shared with other jobs, so only a rough guide); the "
+        "divergence's cost measured in isolation is in `smc_modes.md` (gmm25, d = 8: "
+        "7.6× plain ALMC exact, 6.1× with one Hutchinson probe).",
         "* **DPS**: `baselines.dps`, `num_steps = budget`, normalised step with the "
         f"constant-free Gaussian log-likelihood, T = {BASELINE_T:g}; ζ tuned. **Each "
         "step also backpropagates through the score (1 VJP)**, so at equal score "

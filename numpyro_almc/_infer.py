@@ -25,12 +25,9 @@ from numpyro_almc._kernel import ALMCState, build_kernel, init
 from numpyro_almc._precondition import hessian_preconditioner
 from numpyro_almc._schedules import ALMCSchedule, budget_schedule, schedule_at
 from numpyro_almc._smc import (
-    _CORRECTIONS,
-    _DIVERGENCES,
-    _QUADRATURES,
     RESAMPLING_SCHEMES,
     SMCState,
-    _check_choice,
+    _check_smc_options,
     _log_weight_increments,
     _resample_if_degenerate,
     _reweight,
@@ -889,19 +886,19 @@ class ALMCSMC(ALMC):
         **kwargs,
     ):
         super().__init__(model, potential_fn, score_fn, **kwargs)
-        if not isinstance(ess_threshold, numbers.Real) or not 0 <= ess_threshold <= 1:
-            raise ValueError(
-                f"`ess_threshold` must be in [0, 1], got {ess_threshold!r}."
-            )
-        _check_choice("resampling", resampling, tuple(RESAMPLING_SCHEMES))
-        _check_choice("divergence", divergence, _DIVERGENCES)
-        _check_choice("quadrature", quadrature, _QUADRATURES)
-        _check_choice("warm_start_correction", warm_start_correction, _CORRECTIONS)
+        num_probes = _check_smc_options(
+            ess_threshold=ess_threshold,
+            resampling=resampling,
+            divergence=divergence,
+            num_probes=num_probes,
+            quadrature=quadrature,
+            warm_start_correction=warm_start_correction,
+        )
         self._ess_threshold = float(ess_threshold)
         self._resampling = resampling
         self._weight_options = dict(
             divergence=divergence,
-            num_probes=_check_count("num_probes", num_probes, 1),
+            num_probes=num_probes,
             quadrature=quadrature,
             warm_start_correction=warm_start_correction,
         )

@@ -809,13 +809,14 @@ def almc_smc(
             f"budget_schedule), got {type(schedule).__name__}."
         )
     num_particles = _check_count("num_particles", num_particles, 2)
-    if not isinstance(ess_threshold, numbers.Real) or not 0 <= ess_threshold <= 1:
-        raise ValueError(f"`ess_threshold` must be in [0, 1], got {ess_threshold!r}.")
-    _check_choice("divergence", divergence, _DIVERGENCES)
-    _check_choice("resampling", resampling, tuple(RESAMPLING_SCHEMES))
-    _check_choice("quadrature", quadrature, _QUADRATURES)
-    _check_choice("warm_start_correction", warm_start_correction, _CORRECTIONS)
-    num_probes = _check_count("num_probes", num_probes, 1)
+    num_probes = _check_smc_options(
+        ess_threshold=ess_threshold,
+        resampling=resampling,
+        divergence=divergence,
+        num_probes=num_probes,
+        quadrature=quadrature,
+        warm_start_correction=warm_start_correction,
+    )
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     time_dependent = getattr(loglikelihood_fn, "time_dependent", False)
@@ -870,6 +871,26 @@ def almc_smc(
         state=state,
         info=info,
     )
+
+
+def _check_smc_options(
+    *,
+    ess_threshold,
+    resampling,
+    divergence,
+    num_probes,
+    quadrature,
+    warm_start_correction,
+) -> int:
+    """Validate the knobs shared by :func:`almc_smc` and the NumPyro ``ALMCSMC``;
+    returns ``num_probes`` as an int."""
+    if not isinstance(ess_threshold, numbers.Real) or not 0 <= ess_threshold <= 1:
+        raise ValueError(f"`ess_threshold` must be in [0, 1], got {ess_threshold!r}.")
+    _check_choice("divergence", divergence, _DIVERGENCES)
+    _check_choice("resampling", resampling, tuple(RESAMPLING_SCHEMES))
+    _check_choice("quadrature", quadrature, _QUADRATURES)
+    _check_choice("warm_start_correction", warm_start_correction, _CORRECTIONS)
+    return _check_count("num_probes", num_probes, 1)
 
 
 def _check_choice(name, value, options):

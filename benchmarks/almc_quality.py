@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_almc import budget_schedule, linear_gaussian_preconditioner, run_almc
-from numpyro_almc._scores import gaussian_mixture_score
+from numpyro_almc.scores import gaussian_mixture_score
 from numpyro_almc.testbeds import (
     bars_problem,
     gmm25_problem,

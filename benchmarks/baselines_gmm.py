@@ -18,18 +18,18 @@ mode-weight error (TV), the sliced 2-Wasserstein distance (SW) and the max-slice
 2-Wasserstein distance (max-SW), each beside its Monte Carlo floor (two exact sample
 sets of the same size). Knobs are tuned on held-out problem seeds (``Protocol``).
 
-Adding a method (e.g. ``almc_smc``)
+Adding a method (e.g. ``run_almc_smc``)
 -----------------------------------
 1. Write ``run_one(problem, key, pre, knobs, *, budget, num_samples)`` returning the
    ``(num_samples, d)`` draws of ONE problem (a ``Arrays`` tuple; ``pre`` holds the
    ``"plain"`` and ``"noised"`` preconditioners, ``knobs`` is what ``prepare``
    returned, traced). It runs inside ``jax.jit`` + ``jax.vmap`` over problem seeds.
-2. Add ``METHODS["almc_smc"] = Method(label, run_one, prepare, grid, small_grid,
+2. Add ``METHODS["run_almc_smc"] = Method(label, run_one, prepare, grid, small_grid,
    describe, evals)``: ``prepare(budget, knobs)`` turns one grid point into traced
    arrays; ``grid`` is tuned on the full protocol, ``small_grid`` at d ≥ 80
    (``[{}]`` means not tuned); ``describe(knobs)`` is the table's knob column and
    ``evals(budget)`` its evals/draw column.
-3. Run ``python benchmarks/baselines_gmm.py SECTION almc_smc`` for each section: only
+3. Run ``python benchmarks/baselines_gmm.py SECTION run_almc_smc`` for each section: only
    that method is computed; the report picks up every other cached part unchanged.
 """
 
@@ -50,14 +50,14 @@ import numpy as np
 from blackjax.smc.resampling import systematic
 
 from numpyro_almc import (
-    almc_smc,
     budget_schedule,
     linear_gaussian_preconditioner,
     run_almc,
+    run_almc_smc,
 )
-from numpyro_almc._paths import NoisedGaussianLikelihood
-from numpyro_almc._scores import gaussian_mixture_score
 from numpyro_almc.baselines import annealed_langevin, dps, langevin
+from numpyro_almc.path.likelihoods import NoisedGaussianLikelihood
+from numpyro_almc.scores import gaussian_mixture_score
 from numpyro_almc.testbeds import (
     bars_problem,
     gmm25_problem,
@@ -264,11 +264,11 @@ SMC_EXACT_MAX_DIM = 8
 
 
 def _smc_noised(problem, key, pre, schedule, *, budget, num_samples):
-    """``almc_smc`` on the noised-likelihood path, ``num_samples`` particles, then one
+    """``run_almc_smc`` on the noised-likelihood path, ``num_samples`` particles, then one
     systematic resampling to equally weighted draws (what the metrics take)."""
     x0 = jnp.zeros(problem.means.shape[-1], problem.means.dtype)
     exact = x0.shape[0] <= SMC_EXACT_MAX_DIM
-    res = almc_smc(
+    res = run_almc_smc(
         key, _noised(problem), problem.score_fn, schedule, x0,
         num_particles=num_samples, preconditioner=pre["noised"],
         divergence="exact" if exact else "hutchinson",
@@ -679,7 +679,7 @@ WHY_NOT = (
     "overlap along the path and the residual is a small fixed bias (a few percent of "
     "mass on the wrong bar), the mode weights of a slightly noisier posterior; there "
     "more evaluations shrink it slowly (column *defaults TV at 3000*). Diagnosis "
-    "in `smc_modes.md` (Feynman–Kac reweighting, `almc_smc`, "
+    "in `smc_modes.md` (Feynman–Kac reweighting, `run_almc_smc`, "
     "fixes the weights) and `almc_ablation.md` (no grid, step rule, τ or warm-start "
     "setting removes it); the noised-likelihood path (row *ALMC + noised "
     "likelihood*, opt-in for linear-Gaussian likelihoods) moves the selection "
@@ -745,7 +745,7 @@ def _header():
         "* **ALMC + noised likelihood**: as ALMC (tuned) but the likelihood along the "
         "path is `noised_gaussian_likelihood(A, y, σ_y)` with its own "
         "time-dependent preconditioner (opt-in, not the paper's path).",
-        "* **ALMC-SMC + noised likelihood**: `almc_smc` on the noised-likelihood path "
+        "* **ALMC-SMC + noised likelihood**: `run_almc_smc` on the noised-likelihood path "
         "with library defaults (not tuned), one particle per draw, resampled once "
         "(systematic) to equal weights at the end. Its weights cost the divergence "
         f"∇·s on top of the score evaluations: exact (d JVPs per particle and step) "

@@ -73,7 +73,7 @@ def block_preconditioner(A, n):
     def apply_sqrt(v):
         return (v.reshape(n, -1) @ block.cholesky.T).ravel()
 
-    return na.LinearOperatorPreconditioner(apply, apply_sqrt)
+    return na.path.LinearOperatorPreconditioner(apply, apply_sqrt)
 
 
 def run_method(method, knob, prior, A, x_true, key, *, draws, nfe):

@@ -30,7 +30,7 @@ dim, chains, steps, every = cfg["dim"], cfg["chains"], cfg["steps"], cfg["every"
 A = jnp.eye(dim)[: max(1, dim // 4)]
 y = jnp.ones(A.shape[0])
 loglik = lambda x: -0.5 * jnp.sum((y - A @ x) ** 2) / 0.1**2
-score = na.gaussian_mixture_score(
+score = na.scores.gaussian_mixture_score(
     jnp.array([0.5, 0.5]), jnp.stack([-jnp.ones(dim), jnp.ones(dim)]),
     jnp.array([0.3, 0.3]))
 sched = na.budget_schedule(steps, num_warm_start_steps=0)
@@ -55,7 +55,7 @@ def throughput(dim: int, chains: int, steps: int = 200) -> float:
     def loglik(x):
         return -0.5 * jnp.sum((y - A @ x) ** 2) / 0.1**2
 
-    score = na.gaussian_mixture_score(
+    score = na.scores.gaussian_mixture_score(
         jnp.array([0.5, 0.5]),
         jnp.stack([-jnp.ones(dim), jnp.ones(dim)]),
         jnp.array([0.3, 0.3]),

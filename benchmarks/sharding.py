@@ -108,7 +108,7 @@ x0 = prior.encode(jnp.full(64, 8.0))
 obs = jnp.arange(0, 64, 4)
 loglik = lambda z: -0.5 * jnp.sum((z[obs] - x0[obs]) ** 2) / 0.05
 sched = na.budget_schedule(cfg["steps"], num_warm_start_steps=0, step_size=0.01)
-scores = {"float32": prior.score_fn, "bfloat16": na.cast_score(prior.score_fn)}
+scores = {"float32": prior.score_fn, "bfloat16": na.scores.cast_score(prior.score_fn)}
 out = {}
 for name, score in scores.items():
     for n in cfg["chains"]:

@@ -1,4 +1,4 @@
-"""Mode weights of ALMC-SMC (almc_smc) against plain ALMC (run_almc).
+"""Mode weights of ALMC-SMC (run_almc_smc) against plain ALMC (run_almc).
 
 Equal score evaluations of the moves (the schedule's budget; both use the same
 ``budget_schedule`` and preconditioner); the divergence of the weights is an extra
@@ -18,13 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_almc import (
-    almc_smc,
     budget_schedule,
     linear_gaussian_preconditioner,
-    ou_log_density_time_derivative,
     run_almc,
+    run_almc_smc,
 )
-from numpyro_almc._scores import gaussian_mixture_log_density, gaussian_mixture_score
+from numpyro_almc.scores import (
+    gaussian_mixture_log_density,
+    gaussian_mixture_score,
+)
+from numpyro_almc.smc import ou_log_density_time_derivative
 from numpyro_almc.testbeds import (
     bars_problem,
     conflict_problem,
@@ -148,7 +151,7 @@ def run_pair(problem, budget, seed, *, divergence="exact", extra=False):
     )
     xa = jax.block_until_ready(almc.state.position)
     t1 = time.perf_counter()
-    smc = almc_smc(
+    smc = run_almc_smc(
         key,
         problem.loglikelihood_fn,
         score,

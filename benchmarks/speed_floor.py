@@ -37,7 +37,7 @@ def problem(dim: int, key):
         return -0.5 * jnp.sum((y - A @ x) ** 2) / 0.1**2
 
     if dim <= 2:
-        score = na.gaussian_mixture_score(
+        score = na.scores.gaussian_mixture_score(
             jnp.array([0.3, 0.7]),
             jnp.array([[-2.0, 0.0], [2.0, 1.0]]),
             jnp.array([0.2, 0.5]),

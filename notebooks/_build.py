@@ -109,7 +109,7 @@ problem = tb.bars_problem()
 # The exact score of the bars prior (a mixture of Gaussians with diagonal covariances).
 # Keep one function object: run_almc compiles once per score and likelihood function.
 variances = jnp.diagonal(problem.covs, axis1=-2, axis2=-1)
-score_fn = na.gaussian_mixture_score(problem.weights, problem.means, variances)
+score_fn = na.scores.gaussian_mixture_score(problem.weights, problem.means, variances)
 loglik_fn = problem.loglikelihood_fn
 exact = problem.posterior()  # the exact posterior mu_0, a GaussianMixture
 print("prior weights     ", np.round(np.asarray(problem.weights), 3))
@@ -213,10 +213,10 @@ exact $\gamma e^{-R}$, and the final draws.
 
 # %%
 warm = na.budget_schedule(BUDGET)
-m = int(np.sum(np.asarray(warm.phases) == na.WARM_START))
+m = int(np.sum(np.asarray(warm.phases) == na.path.WARM_START))
 after_warm = na.run_almc(jax.random.key(100), loglik_fn, score_fn, warm, jnp.zeros(2),
                          num_chains=NUM_CHAINS, preconditioner=precond, num_steps=m)
-start = np.asarray(na.initial_positions(jax.random.key(100), jnp.zeros(2), NUM_CHAINS))
+start = np.asarray(na.run.initial_positions(jax.random.key(100), jnp.zeros(2), NUM_CHAINS))
 warm_target = problem.posterior(jnp.inf)  # gamma e^{-R}, a Gaussian
 
 fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharex=True, sharey=True)
@@ -419,7 +419,7 @@ Reading the diagnostics:
   overlap, then stay where they are once the bars separate: Langevin at small noise
   cannot move a chain from one bar to another. The printed gap at the end is the error
   of section 2. More score evaluations spent on the same chains do not remove it
-  (see `docs/tuning.md`); `almc_smc` reweights the chains along the path when it
+  (see `docs/tuning.md`); `run_almc_smc` reweights the chains along the path when it
   matters.
 
 # %%
@@ -877,7 +877,7 @@ def problem(A, key):
 
 def block_preconditioner(A):
     block = na.linear_gaussian_preconditioner(A, NOISE)
-    return na.LinearOperatorPreconditioner(
+    return na.path.LinearOperatorPreconditioner(
         lambda v: (v.reshape(NUM_DIGITS, 64) @ block.matrix.T).ravel(),
         lambda v: (v.reshape(NUM_DIGITS, 64) @ block.cholesky.T).ravel(),
     )
@@ -1141,14 +1141,14 @@ def edm_denoiser(z, sigma):
 
 
 adapted = {
-    "ε, DDPM (discrete)": na.score_from_eps(eps_ddpm,
-                                             na.DiscreteVPSchedule(alphas_cumprod)),
-    "ε, VP-SDE (linear β)": na.score_from_eps(eps_vpsde, na.LinearVPSchedule()),
-    "x0 denoiser": na.score_from_x0(x0_denoiser),
-    "VE score s(z, σ)": na.score_from_ve(score_ve),
-    "EDM denoiser D(z, σ)": na.score_from_edm_denoiser(edm_denoiser),
+    "ε, DDPM (discrete)": na.scores.score_from_eps(eps_ddpm,
+                                             na.scores.DiscreteVPSchedule(alphas_cumprod)),
+    "ε, VP-SDE (linear β)": na.scores.score_from_eps(eps_vpsde, na.scores.LinearVPSchedule()),
+    "x0 denoiser": na.scores.score_from_x0(x0_denoiser),
+    "VE score s(z, σ)": na.scores.score_from_ve(score_ve),
+    "EDM denoiser D(z, σ)": na.scores.score_from_edm_denoiser(edm_denoiser),
 }
-exact_score = na.gaussian_mixture_score(weights, means, covs)  # the library's exact one
+exact_score = na.scores.gaussian_mixture_score(weights, means, covs)  # the library's exact one
 
 # %% [md]
 ## 2. Check each adapter against the exact score
@@ -1177,7 +1177,7 @@ for name, err in errors.items():
     print(f"{name:22s} max relative error {err.max():.1e}")
 
 # On the DDPM grid itself the discrete adapter is exact as well:
-grid_t = na.DiscreteVPSchedule(alphas_cumprod).ou_times()[::50]
+grid_t = na.scores.DiscreteVPSchedule(alphas_cumprod).ou_times()[::50]
 on_grid = max(float(relative_error(adapted["ε, DDPM (discrete)"], t, jax.random.key(0)))
               for t in grid_t)
 print(f"ε, DDPM at the grid's own times: max relative error {on_grid:.1e}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_count", "check_positive"]
+__all__ = ["check_choice", "check_count", "check_positive"]
 
 
 def check_count(name: str, value, minimum: int = 0) -> int:
@@ -29,3 +29,9 @@ def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be finite and {bound}, got {value}.")
     return value
+
+
+def check_choice(name: str, value, options) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"`{name}` must be one of {tuple(options)}, got {value!r}.")

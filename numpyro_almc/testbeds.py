@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_almc._scores import (
+from numpyro_almc.scores.exact import (
     gaussian_mixture_log_density,
     gaussian_mixture_score,
     ou_coefficients,

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from numpyro_almc import linear_gaussian_preconditioner
-from numpyro_almc._scores import gaussian_score
 from numpyro_almc.baselines import (
     annealed_langevin,
     annealed_langevin_schedule,
     dps,
     langevin,
 )
+from numpyro_almc.scores import gaussian_score
 from numpyro_almc.testbeds import gaussian_problem, mixture_cov, mixture_mean
 
 PROBLEM = gaussian_problem(

@@ -16,8 +16,9 @@ from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC, NUTS, Predictive
 
 import numpyro_almc as na
-from numpyro_almc import ALMC, ScorePrior, gaussian_score
-from numpyro_almc._diagnostics import arviz_major_version
+from numpyro_almc import ALMC, ScorePrior
+from numpyro_almc.io.arviz import arviz_major_version
+from numpyro_almc.scores import gaussian_score
 from numpyro_almc.testbeds import mixture_problem, mixture_sample, mode_weights
 
 # The progress bar is silently off under CI / xdist; the on/off test sets it itself.

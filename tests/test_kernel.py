@@ -91,7 +91,9 @@ def test_gaussian_linear_posterior_matches_exact_discretised_law(precondition):
     )
     # Replace the tail's step size by a known h so the stationary law is exact.
     steps = np.asarray(schedule.step_sizes).copy()
-    steps = np.where(np.asarray(schedule.phases) == na.TAIL, h, np.minimum(steps, h))
+    steps = np.where(
+        np.asarray(schedule.phases) == na.path.TAIL, h, np.minimum(steps, h)
+    )
     schedule = schedule._replace(step_sizes=jnp.asarray(steps, jnp.float32))
     precond = (
         na.linear_gaussian_preconditioner(jnp.asarray(A), NOISE)
@@ -139,23 +141,22 @@ def test_chains_started_at_the_stationary_law_stay_there():
         na.langevin_schedule(tau, h, 30),
         jnp.zeros(3),
         num_chains=4000,
-        preconditioner=na.dense_preconditioner(jnp.asarray(M, jnp.float32)),
+        preconditioner=na.path.dense_preconditioner(jnp.asarray(M, jnp.float32)),
         init_positions=jnp.asarray(start, jnp.float32),
     )
     assert_moments(res.state.position, mean, stationary)
 
 
 def test_one_step_transition_moments():
-    precond = na.dense_preconditioner(
+    precond = na.path.dense_preconditioner(
         jnp.array([[0.5, 0.1, 0.0], [0.1, 0.3, 0.0], [0.0, 0.0, 1.0]])
     )
     tau, h = 0.3, 0.1
-    state = na.init(jnp.array([0.2, -0.4, 1.0]), loglik, SCORE, tau)
-    kernel = na.build_kernel()
+    state = na.mcmc.init(jnp.array([0.2, -0.4, 1.0]), loglik, SCORE, tau)
+    kernel = na.mcmc.build_kernel()
     keys = jax.random.split(jax.random.key(4), 20000)
-    new, info = jax.vmap(lambda k: kernel(k, state, loglik, SCORE, tau, h, precond))(
-        keys
-    )
+    params = na.path.StepParams(tau, tau, h, na.path.TAIL, precond)
+    new, info = jax.vmap(lambda k: kernel(k, state, loglik, SCORE, params))(keys)
     g = np.asarray(state.score) + np.asarray(state.loglikelihood_grad)
     M = np.asarray(precond.matrix, np.float64)
     mean = np.asarray(state.position) + h * M @ g
@@ -187,8 +188,8 @@ def test_driver_equals_blackjax_sampling_algorithm():
     key = jax.random.key(7)
     res = na.run_almc(key, loglik, SCORE, sched, jnp.zeros(3), num_chains=2)
     alg = na.almc(loglik, SCORE, sched)
-    start = na.initial_positions(key, jnp.zeros(3), 2)[1]
-    run_key = jax.random.split(na.chain_keys(key, 2)[1])[1]
+    start = na.run.initial_positions(key, jnp.zeros(3), 2)[1]
+    run_key = jax.random.split(na.run.chain_keys(key, 2)[1])[1]
 
     def body(state, i):
         return alg.step(jax.random.fold_in(run_key, i), state)
@@ -243,12 +244,12 @@ def test_float32_stays_float32_under_x64_and_float64_works():
 def test_changing_numeric_knobs_does_not_recompile():
     base = na.budget_schedule(50, num_warm_start_steps=5, step_size=0.2)
     na.run_almc(jax.random.key(0), loglik, SCORE, base, jnp.zeros(3), num_chains=3)
-    size = na._driver._run._cache_size()
+    size = na.run.loop.run_chains._cache_size()
     other = na.budget_schedule(
         50, num_warm_start_steps=5, step_size=0.05, early_stop_time=0.3
     )
     na.run_almc(jax.random.key(1), loglik, SCORE, other, jnp.zeros(3), num_chains=3)
-    assert na._driver._run._cache_size() == size
+    assert na.run.loop.run_chains._cache_size() == size
 
 
 def test_pytree_positions_match_the_flat_run():
@@ -304,8 +305,11 @@ def test_non_finite_step_is_reverted_and_flagged():
     assert np.isfinite(np.asarray(res.state.position)).all()
     assert (np.sum(np.asarray(res.state.position) ** 2, axis=1) < 4.0).all()
     # the kernel itself: a reverted step keeps the position and flags it
-    state = na.init(jnp.array([1.9, 0.0, 0.0]), bad_loglik, SCORE, 0.5)
-    new, info = na.build_kernel()(jax.random.key(1), state, bad_loglik, SCORE, 0.5, 5.0)
+    state = na.mcmc.init(jnp.array([1.9, 0.0, 0.0]), bad_loglik, SCORE, 0.5)
+    params = na.path.StepParams(0.5, 0.5, 5.0, na.path.TAIL)
+    new, info = na.mcmc.build_kernel()(
+        jax.random.key(1), state, bad_loglik, SCORE, params
+    )
     assert bool(info.is_diverging)
     np.testing.assert_array_equal(new.position, state.position)
     assert int(new.step) == 1
@@ -393,7 +397,7 @@ def test_driver_and_kernel_reject_bad_arguments():
             jax.random.key(0), loglik, lambda x, t: jnp.zeros(4), sched, jnp.zeros(3)
         )
     with pytest.raises(ValueError, match="scalar"):
-        na.init(jnp.zeros(3), lambda x: x, SCORE, 0.5)
+        na.mcmc.init(jnp.zeros(3), lambda x: x, SCORE, 0.5)
     with pytest.raises(ValueError, match="init_positions"):
         na.run_almc(
             jax.random.key(0),
@@ -405,11 +409,11 @@ def test_driver_and_kernel_reject_bad_arguments():
             init_positions=jnp.zeros((3, 3)),
         )
     with pytest.raises(ValueError, match="positive definite"):
-        na.dense_preconditioner(jnp.array([[1.0, 0.0], [0.0, -1.0]]))
+        na.path.dense_preconditioner(jnp.array([[1.0, 0.0], [0.0, -1.0]]))
     with pytest.raises(ValueError, match="symmetric"):
-        na.dense_preconditioner(jnp.array([[1.0, 0.5], [0.0, 1.0]]))
+        na.path.dense_preconditioner(jnp.array([[1.0, 0.5], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="> 0"):
-        na.diagonal_preconditioner(jnp.array([1.0, 0.0]))
+        na.path.diagonal_preconditioner(jnp.array([1.0, 0.0]))
 
 
 class _UnhashableScore:
@@ -428,9 +432,9 @@ def test_unhashable_score_objects_work_and_do_not_recompile():
     score = _UnhashableScore(SCORE)
     sched = na.budget_schedule(20, num_warm_start_steps=2)
     a = na.run_almc(jax.random.key(0), loglik, score, sched, jnp.zeros(3))
-    size = na._driver._run._cache_size()
+    size = na.run.loop.run_chains._cache_size()
     b = na.run_almc(jax.random.key(0), loglik, score, sched, jnp.zeros(3))
-    assert na._driver._run._cache_size() == size
+    assert na.run.loop.run_chains._cache_size() == size
     np.testing.assert_array_equal(a.state.position, b.state.position)
     ref = na.run_almc(jax.random.key(0), loglik, SCORE, sched, jnp.zeros(3))
     np.testing.assert_allclose(a.state.position, ref.state.position, rtol=1e-6)

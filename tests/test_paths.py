@@ -14,7 +14,7 @@ from test_kernel import (
 )
 
 import numpyro_almc as na
-from numpyro_almc._scores import gaussian_mixture_score
+from numpyro_almc.scores import gaussian_mixture_score
 from numpyro_almc.testbeds import gmm25_problem, mode_weight_error
 
 A = np.array([[1.0, 0.5, 0.0], [0.0, -1.0, 1.0]])
@@ -30,7 +30,7 @@ def test_noised_path_matches_its_exact_discretised_target():
     schedule = na.budget_schedule(
         400, early_stop_time=tau, tail_fraction=0.5, warm_start_step_size=0.02
     )
-    tail = np.asarray(schedule.phases) == na.TAIL
+    tail = np.asarray(schedule.phases) == na.path.TAIL
     steps = np.where(tail, h, np.minimum(np.asarray(schedule.step_sizes), h))
     schedule = schedule._replace(step_sizes=jnp.asarray(steps, jnp.float32))
     res = na.run_almc(
@@ -109,9 +109,9 @@ def test_noised_likelihood_rejects_bad_arguments_and_smc():
     with pytest.raises(ValueError, match="positive"):
         na.noised_gaussian_likelihood(jnp.eye(2), jnp.ones(2), -0.1)
     lik = na.noised_gaussian_likelihood(A, Y, NOISE)
-    # almc_smc takes its evidence constants from the likelihood itself.
+    # run_almc_smc takes its evidence constants from the likelihood itself.
     with pytest.raises(ValueError, match="own log_normalizer"):
-        na.almc_smc(
+        na.run_almc_smc(
             jax.random.key(0),
             lik,
             SCORE,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from numpyro_almc import budget_schedule, linear_gaussian_preconditioner, run_almc
-from numpyro_almc._scores import gaussian_mixture_score
+from numpyro_almc.scores import gaussian_mixture_score
 from numpyro_almc.testbeds import bars_problem, conflict_problem, mode_weights
 
 NUM_CHAINS = 2000

@@ -7,7 +7,7 @@ import pytest
 from jax.scipy.special import logsumexp
 from jax.scipy.stats import multivariate_normal
 
-from numpyro_almc._prior_sampling import sample_prior
+from numpyro_almc.scores.prior_sampling import sample_prior
 
 WEIGHTS = np.array([0.2, 0.5, 0.3])
 MEANS = np.array([[-2.5, 0.0], [2.5, 0.0], [0.0, 3.0]])

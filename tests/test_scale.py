@@ -149,7 +149,7 @@ def test_bad_device_arguments_raise():
             SCHED,
             jnp.zeros(3),
             devices="all",
-            mesh=na.chain_mesh(),
+            mesh=na.run.chain_mesh(),
             **kw,
         )
     with pytest.raises(ValueError, match="'all'"):

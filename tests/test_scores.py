@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from numpyro_almc._scores import (
+from numpyro_almc.scores import (
     CosineVPSchedule,
     DiscreteVPSchedule,
     LinearVPSchedule,

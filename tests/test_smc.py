@@ -14,15 +14,20 @@ import numpy as np
 import pytest
 
 from numpyro_almc import (
-    almc_smc,
     budget_schedule,
-    gaussian_warm_start_log_normalizer,
     linear_gaussian_preconditioner,
     noised_gaussian_likelihood,
-    ou_log_density_time_derivative,
     run_almc,
+    run_almc_smc,
 )
-from numpyro_almc._scores import gaussian_mixture_log_density, gaussian_mixture_score
+from numpyro_almc.scores import (
+    gaussian_mixture_log_density,
+    gaussian_mixture_score,
+)
+from numpyro_almc.smc import (
+    gaussian_warm_start_log_normalizer,
+    ou_log_density_time_derivative,
+)
 from numpyro_almc.testbeds import (
     bars_problem,
     conflict_problem,
@@ -138,7 +143,7 @@ def _run_both(problem, schedule, seed=0):
     pre = linear_gaussian_preconditioner(problem.A, problem.noise_std)
     score = _score_fn(problem)
     post = problem.posterior(float(schedule.early_stop_time))
-    smc = almc_smc(
+    smc = run_almc_smc(
         jax.random.key(seed),
         problem.loglikelihood_fn,
         score,
@@ -149,7 +154,7 @@ def _run_both(problem, schedule, seed=0):
     )
     # The same moves with the weights switched off (never resampled, weights
     # ignored): plain ALMC's particle system.
-    off = almc_smc(
+    off = run_almc_smc(
         jax.random.key(seed),
         problem.loglikelihood_fn,
         score,
@@ -227,7 +232,7 @@ def test_log_evidence_within_reported_error(problem_fn, budget, step_size):
     score = _score_fn(problem)
     inside = 0
     for seed in range(20):
-        res = almc_smc(
+        res = run_almc_smc(
             jax.random.key(seed),
             problem.loglikelihood_fn,
             score,
@@ -257,7 +262,7 @@ def test_noised_likelihood_path_weights_and_evidence():
     score = _score_fn(problem)
     inside = 0
     for seed in range(20):
-        res = almc_smc(
+        res = run_almc_smc(
             jax.random.key(seed),
             lik,
             score,
@@ -292,7 +297,7 @@ def test_noised_likelihood_path_weights_and_evidence():
 )
 def test_dtype_stable_under_x64(x64, dtype, resampling):
     problem = conflict_problem(dim=2)
-    res = almc_smc(
+    res = run_almc_smc(
         jax.random.key(0),
         lambda x: problem.loglikelihood_fn(x.astype(jnp.float32)).astype(x.dtype),
         lambda x, t: _score_fn(problem)(x, t).astype(x.dtype),
@@ -325,15 +330,15 @@ def test_bad_arguments_raise():
         jnp.zeros(2),
     )
     with pytest.raises(ValueError, match="resampling"):
-        almc_smc(*args, num_particles=4, resampling="bogus")
+        run_almc_smc(*args, num_particles=4, resampling="bogus")
     with pytest.raises(ValueError, match="divergence"):
-        almc_smc(*args, num_particles=4, divergence="bogus")
+        run_almc_smc(*args, num_particles=4, divergence="bogus")
     with pytest.raises(ValueError, match="ess_threshold"):
-        almc_smc(*args, num_particles=4, ess_threshold=2.0)
+        run_almc_smc(*args, num_particles=4, ess_threshold=2.0)
     with pytest.raises(TypeError, match="num_particles"):
-        almc_smc(*args, num_particles=4.0)
+        run_almc_smc(*args, num_particles=4.0)
     with pytest.raises(TypeError, match="schedule"):
-        almc_smc(args[0], args[1], args[2], None, args[4], num_particles=4)
+        run_almc_smc(args[0], args[1], args[2], None, args[4], num_particles=4)
 
 
 def test_smc_result_exports_to_arviz():
@@ -341,7 +346,7 @@ def test_smc_result_exports_to_arviz():
     from numpyro_almc.testbeds import conflict_problem
 
     problem = conflict_problem(2, noise_std=2.0)
-    res = na.almc_smc(
+    res = na.run_almc_smc(
         jax.random.key(0),
         problem.loglikelihood_fn,
         problem.score_fn,

@@ -124,7 +124,7 @@ def _gauss_loglik(x):
 
 def test_bfloat16_score_keeps_float32_state_and_tracks_the_float32_run():
     score32 = jax.tree_util.Partial(_gauss_score, jnp.full(4, 0.5, jnp.float32))
-    score16 = na.cast_score(score32, jnp.bfloat16)
+    score16 = na.scores.cast_score(score32, jnp.bfloat16)
     assert jax.tree.leaves(score16.score_fn)[0].dtype == jnp.bfloat16
     assert score16(jnp.ones(4), 0.3).dtype == jnp.float32
     sched = na.budget_schedule(200, num_warm_start_steps=20, step_size=0.05)
@@ -155,7 +155,7 @@ def test_bfloat16_digits_network():
     from numpyro_almc.models import digits_prior
 
     prior = digits_prior()
-    score16 = na.cast_score(prior.score_fn)
+    score16 = na.scores.cast_score(prior.score_fn)
     weights = [w for w in jax.tree.leaves(score16.score_fn) if hasattr(w, "dtype")]
     assert weights and all(w.dtype == jnp.bfloat16 for w in weights)
     x = prior.encode(jnp.full(64, 8.0))
@@ -176,8 +176,8 @@ def test_bfloat16_digits_network():
 
 def test_cast_score_bad_arguments():
     with pytest.raises(TypeError, match="callable"):
-        na.cast_score(3.0)
+        na.scores.cast_score(3.0)
     with pytest.raises(TypeError, match="floating dtype"):
-        na.cast_score(lambda x, t: -x, jnp.int32)
+        na.scores.cast_score(lambda x, t: -x, jnp.int32)
     with pytest.raises(TypeError, match="floating dtype"):
-        na.cast_score(lambda x, t: -x, "not a dtype")
+        na.scores.cast_score(lambda x, t: -x, "not a dtype")

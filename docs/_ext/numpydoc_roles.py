@@ -86,7 +86,7 @@ class NumpydocRoles(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, loader: Any, **kwargs: Any) -> None:
         # Map the canonical path of every re-exported object to its public path, so
         # links point at the API page (``numpyro_almc.run_almc``), not the private
-        # module (``numpyro_almc._driver.run_almc``).
+        # module (``numpyro_almc.run.driver.run_almc``).
         for namespace in _PUBLIC_NAMESPACES:
             try:
                 module = (

@@ -10,8 +10,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_almc._prior_sampling import sample_prior
 from numpyro_almc.models._network import TrainedScoreNetwork, load_network
+from numpyro_almc.scores.prior_sampling import sample_prior
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
@@ -138,7 +138,7 @@ class DigitsPrior:
     ) -> Array:
         """Reverse-diffusion draws in network space (decode them for pixels).
 
-        Keyword arguments go to :func:`numpyro_almc._prior_sampling.sample_prior`
+        Keyword arguments go to :func:`numpyro_almc.scores.prior_sampling.sample_prior`
         (``num_steps``, ``initial_time``, ``final_time``, ...); the defaults use
         the network's training time range.
         """

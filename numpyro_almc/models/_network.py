@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from numpyro_almc.path.ou import ou_noise_variance
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
@@ -150,7 +151,7 @@ class _NetworkScore(eqx.Module):
     def __call__(self, x: Array, t: ArrayLike) -> Array:
         x = jnp.asarray(x)
         t = jnp.asarray(t, x.dtype)
-        sigma = jnp.sqrt(-jnp.expm1(-2.0 * t))
+        sigma = jnp.sqrt(ou_noise_variance(t))
         eps = self.network(x, t)
         return (-eps / sigma).astype(x.dtype)
 
@@ -317,7 +318,7 @@ def train_score_network(
     :math:`\lambda = -\tfrac12\log(e^{2t}-1)` drawn uniformly on
     :math:`[\lambda(\text{max\_time}), \lambda(\text{min\_time})]` — uniform in
     log-SNR puts equal effort on every decade of noise level, which is where reverse
-    diffusion (:func:`numpyro_almc._prior_sampling.sample_prior`, uniform in the same
+    diffusion (:func:`numpyro_almc.scores.sample_prior`, uniform in the same
     coordinate) spends its steps. Optimiser: AdamW with linear warmup then cosine
     decay to zero, gradient clipping at norm 1. An exponential moving average (EMA) of
     the weights is kept and returned when ``ema_decay`` is not ``None``.

@@ -11,6 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_almc.path.ou import (
+    half_log_snr,
+    ou_noise_variance,
+    time_from_half_log_snr,
+)
 from numpyro_almc.types import Array, PRNGKey
 
 __all__ = ["sample_prior"]
@@ -18,23 +23,13 @@ __all__ = ["sample_prior"]
 ScoreFn = Callable[[Array, Array], Array]
 
 
-def _half_log_snr(t: Array) -> Array:
-    r""":math:`\lambda(t) = \log(e^{-t} / \sigma_t) = -\tfrac12 \log(e^{2t} - 1)`."""
-    return -0.5 * jnp.log(jnp.expm1(2.0 * t))
-
-
-def _time_from_half_log_snr(lam: Array) -> Array:
-    r"""Inverse of :func:`_half_log_snr`: :math:`t = \mathrm{softplus}(-2\lambda)/2`."""
-    return 0.5 * jax.nn.softplus(-2.0 * lam)
-
-
 def _time_grid(initial_time, final_time, num_steps, dtype):
     """Decreasing OU times, uniform in half log-SNR, from ``initial_time`` to
     ``final_time`` (``num_steps + 1`` points, end points exact)."""
-    lam_start = _half_log_snr(initial_time)
-    lam_end = _half_log_snr(final_time)
+    lam_start = half_log_snr(initial_time)
+    lam_end = half_log_snr(final_time)
     fraction = jnp.arange(num_steps + 1, dtype=dtype) / jnp.asarray(num_steps, dtype)
-    times = _time_from_half_log_snr(lam_start + fraction * (lam_end - lam_start))
+    times = time_from_half_log_snr(lam_start + fraction * (lam_end - lam_start))
     return times.at[0].set(initial_time).at[-1].set(final_time)
 
 
@@ -48,7 +43,7 @@ def _sample_one(
     def denoised_mean(x, t):
         # Tweedie: E[X_0 | X_t = x] = e^{t} (x + sigma_t^2 * score(x, t)).
         score = jnp.asarray(score_fn(x, t)).astype(dtype)
-        sigma2 = -jnp.expm1(-2.0 * t)
+        sigma2 = ou_noise_variance(t)
         return jnp.exp(t) * (x + sigma2 * score)
 
     def step(carry, inputs):
@@ -57,16 +52,16 @@ def _sample_one(
         x0_hat = denoised_mean(x, t)
         # Exact Gaussian bridge q(x_s | x_t, x_0) of the OU process with x_0 replaced
         # by its Tweedie estimate (DDPM ancestral step in continuous OU time) ...
-        sigma2_t = -jnp.expm1(-2.0 * t)
-        sigma2_s = -jnp.expm1(-2.0 * s)
-        sigma2_ts = -jnp.expm1(-2.0 * (t - s))
+        sigma2_t = ou_noise_variance(t)
+        sigma2_s = ou_noise_variance(s)
+        sigma2_ts = ou_noise_variance(t - s)
         coef_x = jnp.exp(-(t - s)) * sigma2_s / sigma2_t
         coef_x0 = jnp.exp(-s) * sigma2_ts / sigma2_t
         std = jnp.sqrt(sigma2_ts * sigma2_s / sigma2_t)
         # ... plus the second-order multistep correction of SDE-DPM-Solver++(2M)
         # (Lu et al., arXiv:2211.01095): x_0 varies along the path, and the first-order
         # step alone under-disperses by O(step) (about 1 % in variance at 500 steps).
-        lam_step = _half_log_snr(s) - _half_log_snr(t)
+        lam_step = half_log_snr(s) - half_log_snr(t)
         slope = (x0_hat - x0_prev) * (lam_step / lam_step_prev)
         correction = jnp.where(is_first, jnp.zeros_like(x0_hat), 0.5 * slope)
         noise = jax.random.normal(key, event_shape, dtype)
@@ -227,7 +222,7 @@ def sample_prior(
     Examples
     --------
     >>> import jax, jax.numpy as jnp
-    >>> from numpyro_almc._prior_sampling import sample_prior
+    >>> from numpyro_almc.scores.prior_sampling import sample_prior
     >>> score_fn = lambda x, t: -x  # p_0 = N(0, I), so p_t = N(0, I) for all t
     >>> draws = sample_prior(jax.random.key(0), score_fn, (3,), 5, num_steps=20)
     >>> draws.shape, draws.dtype

@@ -20,20 +20,26 @@ from numpyro.infer.util import constrain_fn, initialize_model
 from numpyro.primitives import Messenger
 from numpyro.util import identity, is_prng_key
 
-from numpyro_almc._driver import standard_normal_like
-from numpyro_almc._kernel import ALMCState, build_kernel, init
-from numpyro_almc._precondition import hessian_preconditioner
-from numpyro_almc._schedules import ALMCSchedule, budget_schedule, schedule_at
-from numpyro_almc._smc import (
-    RESAMPLING_SCHEMES,
-    SMCState,
-    _check_smc_options,
-    _log_weight_increments,
-    _resample_if_degenerate,
-    _reweight,
-    lee_whiteley_log_se,
-)
+from numpyro_almc._validate import check_choice
 from numpyro_almc._validate import check_count as _check_count
+from numpyro_almc.infer.model_fns import (
+    find_linear_gaussian_observation,
+    noised_loglik_fn,
+    noised_preconditioner,
+    observation_noise_std,
+)
+from numpyro_almc.mcmc._checks import at_time
+from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
+from numpyro_almc.path.preconditioners import hessian_preconditioner
+from numpyro_almc.path.schedules import ALMCSchedule, budget_schedule, step_params
+from numpyro_almc.run.chains import standard_normal_like
+from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES, SMCState, check_smc_options
+from numpyro_almc.smc.evidence import lee_whiteley_log_se
+from numpyro_almc.smc.kernel import resample_if_degenerate, reweight
+from numpyro_almc.smc.weights import (
+    likelihood_log_weight_increments,
+    prior_log_weight_increments,
+)
 from numpyro_almc.types import Array, ArrayTree
 
 __all__ = [
@@ -135,7 +141,7 @@ class ScorePrior(dist.Distribution):
         This costs ``num_sample_steps`` score evaluations per draw; ALMC never calls
         it (chains start from ``N(0, I)``), nor does ``az.from_numpyro``.
         """
-        from numpyro_almc._prior_sampling import sample_prior
+        from numpyro_almc.scores.prior_sampling import sample_prior
 
         shape = tuple(sample_shape) + self.batch_shape
         n = math.prod(shape)
@@ -226,6 +232,20 @@ class score_prior_as_flat(Messenger):
         msg["fn"] = dist.ImproperUniform(
             constraints.real, fn.batch_shape, fn.event_shape
         )
+
+
+class _XLikelihood:
+    """A time-dependent ``-R`` as a function of the ScorePrior sites (``(xs, t)``),
+    the other sites fixed."""
+
+    time_dependent = True
+
+    def __init__(self, loglik_fn, theta):
+        self._fn, self._theta = loglik_fn, theta
+        self.noise_std = getattr(loglik_fn, "noise_std", None)
+
+    def __call__(self, xs, t):
+        return self._fn({**xs, **self._theta}, t)
 
 
 class ALMCSamplerState(NamedTuple):
@@ -346,7 +366,15 @@ class ALMC(MCMCKernel):
         preconditioner="auto",
         theta_step_size: float = 0.01,
         init_strategy=init_to_median,
+        likelihood_path: str = "paper",
     ):
+        check_choice("likelihood_path", likelihood_path, ("paper", "noised"))
+        if likelihood_path == "noised" and model is None:
+            raise ValueError(
+                "likelihood_path='noised' reads the Gaussian observation from a "
+                "model; with `potential_fn` pass a noised_gaussian_likelihood to "
+                "run_almc instead."
+            )
         if not (model is None) ^ (potential_fn is None):
             raise ValueError("Give exactly one of `model` or `potential_fn`.")
         if potential_fn is not None and not callable(score_fn):
@@ -393,6 +421,8 @@ class ALMC(MCMCKernel):
         )
         self._num_warm_start_steps = num_warm_start_steps
         self._preconditioner = preconditioner
+        self._likelihood_path = likelihood_path
+        self._observation = None
         if not theta_step_size > 0:
             raise ValueError("`theta_step_size` must be > 0.")
         self._theta_step_size = float(theta_step_size)
@@ -455,7 +485,7 @@ class ALMC(MCMCKernel):
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
 
         def one(st):
-            ll, grad = jax.value_and_grad(loglik_fn)(st.z)
+            ll, grad = jax.value_and_grad(at_time(loglik_fn, st.time))(st.z)
             xs, theta = self._split(st.z)
             score = self._x_score_fn(score_fn, theta)(xs, st.time)
             return st._replace(
@@ -503,6 +533,12 @@ class ALMC(MCMCKernel):
 
     def _conditional_preconditioner(self, x_loglik, xs, theta):
         precond = self._preconditioner
+        if isinstance(precond, str) and self._observation is not None:
+            # "auto" on the noised path: (I + ∇²(−log L_t))^{-1} at the current σ,
+            # time dependent (evaluated at each step's time).
+            return noised_preconditioner(
+                self._observation, x_loglik.noise_std({**xs, **theta})
+            )
         if isinstance(precond, str):  # "auto": curvature at x = 0 (the prior mean)
             return hessian_preconditioner(x_loglik, jax.tree.map(jnp.zeros_like, xs))
         if callable(precond) and not hasattr(precond, "apply"):
@@ -514,6 +550,8 @@ class ALMC(MCMCKernel):
         """``-R`` as a function of the ScorePrior sites, the other sites fixed."""
         if not theta:
             return loglik_fn
+        if getattr(loglik_fn, "time_dependent", False):
+            return _XLikelihood(loglik_fn, theta)
 
         def x_loglik(xs):
             return loglik_fn({**xs, **theta})
@@ -552,6 +590,19 @@ class ALMC(MCMCKernel):
                 )
             return out
 
+        if self._observation is not None:
+            loglik = noised_loglik_fn(
+                self._observation,
+                potential,
+                flat_model,
+                model_args,
+                model_kwargs,
+                self._score_sites,
+            )
+            loglik.noise_std = lambda z: observation_noise_std(
+                self._observation, flat_model, model_args, model_kwargs, z
+            )
+            return loglik, score_fn
         return (lambda z: -potential(z)), score_fn
 
     def _init_model(self, rng_key, model_args, model_kwargs):
@@ -590,7 +641,13 @@ class ALMC(MCMCKernel):
         )
         self._potential_fn_gen = potential_fn_gen
         self._postprocess_fn = postprocess_fn
-        return params_info[0]
+        z0 = params_info[0]
+        if self._likelihood_path == "noised":
+            one = z0 if is_prng_key(rng_key) else jax.tree.map(lambda v: v[0], z0)
+            self._observation = find_linear_gaussian_observation(
+                flat_model, model_args, model_kwargs or {}, one, self._score_sites
+            )
+        return z0
 
     def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
         self._schedule = self._make_schedule(num_warmup)
@@ -624,7 +681,7 @@ class ALMC(MCMCKernel):
             x_loglik = self._x_loglik_fn(loglik_fn, theta)
             x_score = self._x_score_fn(score_fn, theta)
             core = init(xs, x_loglik, x_score, schedule.times[0])
-            ll, grad = jax.value_and_grad(loglik_fn)(z)
+            ll, grad = jax.value_and_grad(at_time(loglik_fn, schedule.times[0]))(z)
             dtype = core.time.dtype
             precond = self._conditional_preconditioner(x_loglik, xs, theta)
             return ALMCSamplerState(
@@ -668,7 +725,6 @@ class ALMC(MCMCKernel):
         # Every chain is at the same step: read the index unbatched so the warm-start
         # branch stays a real branch (no score evaluation) under vectorized chains.
         i = state.i[0] if batched else state.i
-        _, next_time, step_size, _ = schedule_at(self._schedule, i)
         in_warmup = i < self._num_warmup
 
         def one(st):
@@ -688,15 +744,13 @@ class ALMC(MCMCKernel):
                 core,
                 x_loglik,
                 self._x_score_fn(score_fn, theta),
-                next_time,
-                step_size,
-                precond,
+                step_params(self._schedule, i, precond),
             )
             diverging = info.is_diverging
             if theta:
                 z, ll, grad, theta_h, accept, theta_bad = self._theta_step(
                     key_theta,
-                    loglik_fn,
+                    at_time(loglik_fn, new.time),
                     new.position,
                     theta,
                     st.theta_step_size,
@@ -814,7 +868,7 @@ _BASE_FIELDS = tuple(f for f in ALMCSamplerState._fields if f != "rng_key")
 class ALMCSMC(ALMC):
     r"""ALMC with Feynman–Kac weights (ALMC-SMC) as a NumPyro *ensemble* kernel.
 
-    The chains are the particles of :func:`numpyro_almc.almc_smc`: during warmup
+    The chains are the particles of :func:`numpyro_almc.run_almc_smc`: during warmup
     (the warm start and the annealing path) each particle makes the move of
     :class:`ALMC`, is reweighted by ``log p_{t'}(x) − log p_t(x)`` computed from the
     score alone (``∂_t log p_t = d + x·s + ∇·s + |s|²``), and the ensemble is
@@ -840,7 +894,7 @@ class ALMCSMC(ALMC):
         ``∇·s`` exactly (``"exact"``: ``d`` JVPs per particle and step, for small
         ``d``) or by Hutchinson's estimator with ``num_probes`` probes.
     quadrature, warm_start_correction
-        As in :func:`numpyro_almc.almc_smc`.
+        As in :func:`numpyro_almc.run_almc_smc`.
     **kwargs
         Every other argument of :class:`ALMC` (schedule knobs, preconditioner, ...).
 
@@ -886,7 +940,7 @@ class ALMCSMC(ALMC):
         **kwargs,
     ):
         super().__init__(model, potential_fn, score_fn, **kwargs)
-        num_probes = _check_smc_options(
+        num_probes = check_smc_options(
             ess_threshold=ess_threshold,
             resampling=resampling,
             divergence=divergence,
@@ -972,13 +1026,13 @@ class ALMCSMC(ALMC):
         moved = super().sample(base, model_args, model_kwargs)
         next_time = moved.time[0]
 
-        _, score_fn = self._joint_fns(model_args, model_kwargs)
+        loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
         xs, theta = self._split(moved.z)
 
         def x_score(x, t, theta_one):
             return self._x_score_fn(score_fn, theta_one)(x, t)
 
-        inc = _log_weight_increments(
+        inc = prior_log_weight_increments(
             xs,
             moved.score,
             time,
@@ -988,12 +1042,16 @@ class ALMCSMC(ALMC):
             context=theta,
             **self._weight_options,
         )
-        log_w, log_increment, ess = _reweight(state.log_weight, inc, moved.diverging)
+        # On the noised path the likelihood changes with t too (0 otherwise).
+        inc = inc + likelihood_log_weight_increments(
+            loglik_fn, moved.z, moved.measurement_loglik, time, next_time
+        )
+        log_w, log_increment, ess = reweight(state.log_weight, inc, moved.diverging)
         # The last warmup step resamples to equal weights: the sampling phase then
         # runs equally weighted chains, as NumPyro's draws assume.
         last_warmup = i + 1 == self._num_warmup
         threshold = jnp.where(last_warmup, 2.0, self._ess_threshold).astype(dtype)
-        idx, log_w, resampled = _resample_if_degenerate(
+        idx, log_w, resampled = resample_if_degenerate(
             key_resample, log_w, ess, threshold, RESAMPLING_SCHEMES[self._resampling]
         )
         moved = jax.tree.map(lambda a: a[idx], moved)

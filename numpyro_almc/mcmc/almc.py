@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 from jax.flatten_util import ravel_pytree
 
-from numpyro_almc._schedules import ALMCSchedule, schedule_at
+from numpyro_almc.mcmc._checks import at_time, check_tree, float_dtype, score_at
+from numpyro_almc.path.schedules import ALMCSchedule, StepParams, step_params
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
@@ -95,7 +96,9 @@ class ALMCInfo(NamedTuple):
     >>> kernel = build_kernel()
     >>> loglik, score = lambda x: -jnp.sum(x**2), lambda x, t: -x
     >>> state = init(jnp.zeros(2), loglik, score)
-    >>> state, info = kernel(jax.random.key(0), state, loglik, score, 1.0, 0.1)
+    >>> from numpyro_almc.path import ANNEAL, StepParams
+    >>> params = StepParams(time=jnp.inf, next_time=1.0, step_size=0.1, phase=ANNEAL)
+    >>> state, info = kernel(jax.random.key(0), state, loglik, score, params)
     >>> float(info.time), float(state.time), bool(info.is_diverging)
     (inf, 1.0, False)
     """
@@ -115,61 +118,6 @@ def standard_normal_score(position: ArrayTree) -> ArrayTree:
     Array([-1.,  2.], dtype=float32)
     """
     return jax.tree.map(jnp.negative, position)
-
-
-def _check_tree(name: str, value: ArrayTree, position: ArrayTree) -> None:
-    """Raise (at trace time) unless ``value`` has the structure of ``position``."""
-    value_def = jax.tree.structure(value)
-    pos_def = jax.tree.structure(position)
-    if value_def != pos_def:
-        raise ValueError(
-            f"{name} returned a tree {value_def} but the position is {pos_def}; "
-            "it must return one array per position leaf."
-        )
-    for v, p in zip(jax.tree.leaves(value), jax.tree.leaves(position), strict=True):
-        if jnp.shape(v) != jnp.shape(p):
-            raise ValueError(
-                f"{name} returned shape {jnp.shape(v)} for a position leaf of shape "
-                f"{jnp.shape(p)}; score_fn(x, t) takes ONE unbatched x and returns "
-                "an array of the same shape (vmap outside for batches)."
-            )
-
-
-def _score_at(score_fn, reference_score_fn, position, time):
-    """Score at OU ``time``; the reference (no network call) where ``time`` is inf.
-
-    With an unbatched ``time`` (the jitted driver) this is a real branch, so warm-start
-    steps cost no score evaluation. Under a ``vmap`` over ``time`` it becomes a
-    select; the network then sees a finite dummy time, never ``inf``.
-    """
-    is_reference = jnp.isinf(time)
-    safe_time = jnp.where(is_reference, jnp.ones_like(time), time)
-
-    def network(_):
-        score = score_fn(position, safe_time)
-        # A network may compute in another precision; the state keeps the position's.
-        return jax.tree.map(lambda s, p: jnp.asarray(s, p.dtype), score, position)
-
-    def reference(_):
-        return reference_score_fn(position)
-
-    return jax.lax.cond(is_reference, reference, network, None)
-
-
-def _at_time(loglikelihood_fn, time):
-    """``position -> log L(position)``, or ``log L_t`` for a likelihood whose
-    ``time_dependent`` attribute is true (``loglikelihood_fn(position, t)``, e.g.
-    :func:`~numpyro_almc.noised_gaussian_likelihood`)."""
-    if getattr(loglikelihood_fn, "time_dependent", False):
-        return lambda position: loglikelihood_fn(position, time)
-    return loglikelihood_fn
-
-
-def _float_dtype(position: ArrayTree):
-    leaves = jax.tree.leaves(position)
-    if not leaves:
-        raise ValueError("The position has no arrays.")
-    return jnp.result_type(*leaves)
 
 
 def init(
@@ -202,21 +150,21 @@ def init(
     (0, inf)
     """
     position = jax.tree.map(jnp.asarray, position)
-    dtype = _float_dtype(position)
+    dtype = float_dtype(position)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"Positions must be floating point arrays, got {dtype}.")
     time = jnp.asarray(time, dtype=dtype)
-    out = jax.eval_shape(_at_time(loglikelihood_fn, time), position)
+    out = jax.eval_shape(at_time(loglikelihood_fn, time), position)
     if jnp.shape(out) != ():
         raise ValueError(
             "loglikelihood_fn must return a scalar for one unbatched position, got "
             f"shape {jnp.shape(out)}."
         )
     loglikelihood, loglikelihood_grad = jax.value_and_grad(
-        _at_time(loglikelihood_fn, time)
+        at_time(loglikelihood_fn, time)
     )(position)
-    _check_tree("score_fn", jax.eval_shape(score_fn, position, time), position)
-    score = _score_at(score_fn, reference_score_fn, position, time)
+    check_tree("score_fn", jax.eval_shape(score_fn, position, time), position)
+    score = score_at(score_fn, reference_score_fn, position, time)
     return ALMCState(
         position=position,
         score=score,
@@ -230,26 +178,28 @@ def init(
 def build_kernel(
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
 ):
-    r"""Build the ALMC kernel (pure, single chain, not jitted).
+    r"""Build the ALMC move (pure, single chain, not jitted).
 
     Parameters
     ----------
     reference_score_fn
-        Score of the warm-start prior (used when ``time`` is ``inf``).
+        Score of the warm-start prior (used when a time is ``inf``).
 
     Returns
     -------
     kernel
-        ``kernel(rng_key, state, loglikelihood_fn, score_fn, time, step_size,
-        preconditioner=None) -> (state, info)``. The drift uses the score and
-        likelihood gradient cached in ``state`` (at ``state.time``); ``time`` is the OU
-        time at which the new position's score is cached for the next step.
+        ``kernel(rng_key, state, loglikelihood_fn, score_fn, params) -> (state,
+        info)`` with ``params`` a :class:`~numpyro_almc.path.StepParams` (from
+        :func:`~numpyro_almc.path.step_params`). The drift uses the score and
+        likelihood gradient cached in ``state`` (at ``state.time``); the new
+        position's score is cached at ``params.next_time``.
 
     Notes
     -----
     The update is :math:`x' = x + \delta M g + \sqrt{2\delta} M^{1/2}\xi` with
-    :math:`g = s(x, t) + \nabla \log L(x)`. If :math:`x'`, its score or its likelihood
-    gradient is not finite the step is reverted and ``info.is_diverging`` is True.
+    :math:`g = s(x, t) + \nabla \log L(x)` and :math:`M` = ``params.preconditioner``
+    (the identity when None). If :math:`x'`, its score or its likelihood gradient is
+    not finite the step is reverted and ``info.is_diverging`` is True.
     """
 
     def kernel(
@@ -257,36 +207,32 @@ def build_kernel(
         state: ALMCState,
         loglikelihood_fn: LogLikelihoodFn,
         score_fn: ScoreFn,
-        time: Array | float,
-        step_size: Array | float,
-        preconditioner=None,
+        params: StepParams,
     ) -> tuple[ALMCState, ALMCInfo]:
         x, unravel = ravel_pytree(state.position)
         dtype = x.dtype
-        step_size = jnp.asarray(step_size, dtype=dtype)
-        time = jnp.asarray(time, dtype=dtype)
+        step_size = jnp.asarray(params.step_size, dtype=dtype)
+        time = jnp.asarray(params.next_time, dtype=dtype)
         drift, _ = ravel_pytree(
             jax.tree.map(jnp.add, state.score, state.loglikelihood_grad)
         )
         # Noise in the position's dtype: no silent float32 -> float64 promotion.
         noise = jax.random.normal(rng_key, x.shape, dtype=dtype)
         scale = jnp.sqrt(2 * step_size)
-        if getattr(preconditioner, "time_dependent", False):
-            # M_t at the time of this step's drift (constant within the step).
-            preconditioner = preconditioner.at(state.time)
-        if preconditioner is None:
+        precond = params.preconditioner
+        if precond is None:
             x_new = x + step_size * drift + scale * noise
         else:
             x_new = (
                 x
-                + step_size * preconditioner.apply(drift).astype(dtype)
-                + scale * preconditioner.apply_sqrt(noise).astype(dtype)
+                + step_size * precond.apply(drift).astype(dtype)
+                + scale * precond.apply_sqrt(noise).astype(dtype)
             )
         position = unravel(x_new)
         loglikelihood, loglikelihood_grad = jax.value_and_grad(
-            _at_time(loglikelihood_fn, time)
+            at_time(loglikelihood_fn, time)
         )(position)
-        score = _score_at(score_fn, reference_score_fn, position, time)
+        score = score_at(score_fn, reference_score_fn, position, time)
 
         proposal = ALMCState(
             position, score, loglikelihood, loglikelihood_grad, time, state.step + 1
@@ -309,6 +255,56 @@ def build_kernel(
     return kernel
 
 
+def scheduled_step(kernel, schedule: ALMCSchedule, preconditioner=None):
+    """``step(rng_key, state, loglikelihood_fn, score_fn)`` following ``schedule``
+    by the step counter in ``state``.
+
+    Under :func:`jax.vmap` over chains the counter is batched; read naively, every
+    chain would index the schedule, factor a time-dependent preconditioner and take
+    the warm-start branch on its own, and that branch would become a select (the
+    network evaluated in the warm start too). A custom batching rule checks that
+    the chains are in lockstep (the usual case: the same number of steps taken)
+    and then computes the step's parameters once, unbatched; otherwise it falls
+    back to per-chain parameters.
+    """
+
+    def one(rng_key, state, loglikelihood_fn, score_fn):
+        params = step_params(schedule, state.step, preconditioner)
+        return kernel(rng_key, state, loglikelihood_fn, score_fn, params)
+
+    def step(rng_key, state, loglikelihood_fn, score_fn):
+        @jax.custom_batching.custom_vmap
+        def batched(rng_key, state):
+            return one(rng_key, state, loglikelihood_fn, score_fn)
+
+        @batched.def_vmap
+        def rule(axis_size, in_batched, rng_key, state):
+            rng_key, state = jax.tree.map(
+                lambda v, b: v if b else jnp.broadcast_to(v, (axis_size, *v.shape)),
+                (rng_key, state),
+                tuple(in_batched),
+            )
+
+            def lockstep(_):
+                params = step_params(schedule, state.step[0], preconditioner)
+                return jax.vmap(
+                    lambda k, s: kernel(k, s, loglikelihood_fn, score_fn, params)
+                )(rng_key, state)
+
+            def per_chain(_):
+                return jax.vmap(lambda k, s: one(k, s, loglikelihood_fn, score_fn))(
+                    rng_key, state
+                )
+
+            same = jnp.all(state.step == state.step[0])
+            out = jax.lax.cond(same, lockstep, per_chain, None)
+            return out, jax.tree.map(lambda _: True, out)
+
+        return batched(rng_key, state)
+
+    return step
+
+
 def as_top_level_api(
     loglikelihood_fn: LogLikelihoodFn,
     score_fn: ScoreFn,
@@ -321,7 +317,9 @@ def as_top_level_api(
 
     ``step(rng_key, state)`` reads the step counter in the state, so the algorithm
     runs under ``blackjax.util.run_inference_algorithm``; steps past the end of the
-    schedule are Langevin at the early-stopping time.
+    schedule are Langevin at the early-stopping time. Vmapped over chains in
+    lockstep it computes each step's parameters once for all chains (see
+    :func:`scheduled_step`), so it costs what the jitted driver costs.
 
     Parameters
     ----------
@@ -332,7 +330,8 @@ def as_top_level_api(
     schedule
         An :class:`ALMCSchedule` (``paper_schedule`` or ``budget_schedule``).
     preconditioner
-        Optional constant ``M`` (see ``linear_gaussian_preconditioner``).
+        Optional ``M`` (see ``linear_gaussian_preconditioner``); a time-dependent one
+        is evaluated at each step's time.
 
     Examples
     --------
@@ -355,7 +354,7 @@ def as_top_level_api(
             "`schedule` must be an ALMCSchedule (from paper_schedule or "
             f"budget_schedule), got {type(schedule).__name__}."
         )
-    kernel = build_kernel(reference_score_fn)
+    step = scheduled_step(build_kernel(reference_score_fn), schedule, preconditioner)
 
     def init_fn(position: ArrayLikeTree, rng_key: PRNGKey | None = None) -> ALMCState:
         del rng_key
@@ -368,15 +367,6 @@ def as_top_level_api(
         )
 
     def step_fn(rng_key: PRNGKey, state: ALMCState) -> tuple[ALMCState, ALMCInfo]:
-        _, next_time, step_size, _ = schedule_at(schedule, state.step)
-        return kernel(
-            rng_key,
-            state,
-            loglikelihood_fn,
-            score_fn,
-            next_time,
-            step_size,
-            preconditioner,
-        )
+        return step(rng_key, state, loglikelihood_fn, score_fn)
 
     return SamplingAlgorithm(init_fn, step_fn)

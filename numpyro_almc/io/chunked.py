@@ -26,7 +26,6 @@ file with ArviZ's layout (``posterior``, ``sample_stats``), which
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pathlib
@@ -38,23 +37,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from numpyro_almc._driver import (
-    CHAIN_AXIS,
-    ALMCTrace,
-    _all_chains_step,
-    _init_states,
-    _replicate,
-    _resolve_mesh,
-    _run_keys,
-    _shard_chains,
-    _site_index,
-    _site_names,
-    initial_positions,
-)
-from numpyro_almc._kernel import ALMCState, build_kernel, standard_normal_score
-from numpyro_almc._schedules import ALMCSchedule
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count as _check_count
+from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
+from numpyro_almc.path.schedules import ALMCSchedule
+from numpyro_almc.run.chains import init_states, initial_positions, run_keys
+from numpyro_almc.run.loop import run_chains
+from numpyro_almc.run.recorders import (
+    ALMCTrace,
+    SaveAt,
+    site_index,
+    site_names,
+    welford_init,
+)
+from numpyro_almc.run.sharding import (
+    CHAIN_AXIS,
+    replicate,
+    resolve_mesh,
+    shard_chains,
+)
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = ["ChunkedResult", "run_almc_chunked", "load_chunks", "export_netcdf"]
@@ -109,126 +110,18 @@ class ChunkedResult(NamedTuple):
     path: pathlib.Path | None
 
 
-def _welford_init(leaves):
+def _acc_dict(acc, names):
+    count, means, m2s = acc
     return (
-        np.zeros((), np.int32),
-        [jnp.zeros_like(x) for x in leaves],
-        [jnp.zeros_like(x) for x in leaves],
+        count,
+        dict(zip(names, means, strict=True)),
+        dict(zip(names, m2s, strict=True)),
     )
 
 
-def _welford_update(acc, leaves, take):
+def _acc_list(acc, names):
     count, means, m2s = acc
-    new_count = count + take.astype(jnp.int32)
-    denom = jnp.maximum(new_count, 1)
-    out_means, out_m2s = [], []
-    for x, m, m2 in zip(leaves, means, m2s, strict=True):
-        delta = x - m
-        m_new = m + delta / denom.astype(x.dtype)
-        m2_new = m2 + delta * (x - m_new)
-        out_means.append(jnp.where(take, m_new, m))
-        out_m2s.append(jnp.where(take, m2_new, m2))
-    return new_count, out_means, out_m2s
-
-
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "loglikelihood_fn",
-        "score_fn",
-        "reference_score_fn",
-        "chunk_length",
-        "keep_every",
-        "keep_from",
-        "site_index",
-        "initialise",
-        "return_draws",
-    ),
-)
-def _run_chunk(
-    run_keys,
-    states_or_positions,
-    acc,
-    num_diverging,
-    start,
-    schedule,
-    preconditioner,
-    *,
-    loglikelihood_fn,
-    score_fn,
-    reference_score_fn,
-    chunk_length,
-    keep_every,
-    keep_from,
-    site_index,
-    initialise,
-    return_draws,
-):
-    """Steps ``start .. start + chunk_length - 1`` of every chain (one scan)."""
-    kernel = build_kernel(reference_score_fn)
-    if initialise:
-        states = _init_states(
-            states_or_positions,
-            schedule,
-            loglikelihood_fn,
-            score_fn,
-            reference_score_fn,
-        )
-    else:
-        states = states_or_positions
-
-    def one_step(carry, i):
-        states, num_diverging = carry
-        states, info = _all_chains_step(
-            kernel,
-            run_keys,
-            states,
-            i,
-            schedule,
-            preconditioner,
-            loglikelihood_fn,
-            score_fn,
-        )
-        summary = ALMCTrace(
-            time=info.time[0],
-            step_size=info.step_size[0],
-            num_diverging=jnp.sum(info.is_diverging, dtype=jnp.int32),
-            mean_loglikelihood=jnp.mean(info.loglikelihood),
-        )
-        return (states, num_diverging + info.is_diverging.astype(jnp.int32)), summary
-
-    def kept(states):
-        leaves = jax.tree.leaves(states.position)
-        return [leaves[j] for j in site_index]
-
-    num_blocks, remainder = divmod(chunk_length, keep_every)
-
-    def block(carry, b):
-        inner, acc = carry
-        first = start + b * keep_every
-        inner, out = jax.lax.scan(one_step, inner, first + jnp.arange(keep_every))
-        draws = kept(inner[0])
-        # The draw after step `first + keep_every - 1` is kept when that step is at
-        # or after keep_from (steps before are not stored and not in the moments).
-        take = first + keep_every - 1 >= keep_from
-        acc = _welford_update(acc, draws, take)
-        # Draws nobody writes are not stacked at all (no chunk-sized output).
-        return (inner, acc), (out, draws if return_draws else None)
-
-    carry = (states, num_diverging)
-    carry, (trace, draws) = jax.lax.scan(block, (carry, acc), jnp.arange(num_blocks))
-    carry, acc = carry
-    trace = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), trace)
-    if remainder:
-        carry, rest = jax.lax.scan(
-            one_step, carry, start + num_blocks * keep_every + jnp.arange(remainder)
-        )
-        trace = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), trace, rest)
-    states, num_diverging = carry
-    # draws: list of (blocks, chains, ...) -> (chains, blocks, ...)
-    if return_draws:
-        draws = [jnp.swapaxes(d, 0, 1) for d in draws]
-    return states, acc, num_diverging, trace, draws
+    return count, [means[s] for s in names], [m2s[s] for s in names]
 
 
 def _key_fingerprint(rng_key) -> list[int]:
@@ -292,7 +185,7 @@ def _from_local_rows(rows: np.ndarray, mesh, num_chains: int):
         return jnp.asarray(rows)
     sharding = NamedSharding(mesh, PartitionSpec(CHAIN_AXIS))
     if sharding.is_fully_addressable:
-        return _shard_chains(jnp.asarray(rows), mesh)
+        return shard_chains(jnp.asarray(rows), mesh)
     return jax.make_array_from_process_local_data(
         sharding, rows, (num_chains, *rows.shape[1:])
     )
@@ -492,10 +385,20 @@ def run_almc_chunked(
         )
     if max_chunks is not None:
         max_chunks = _check_count("max_chunks", max_chunks, 1)
-    names = _site_names(position)
-    site_index = _site_index(position, sites) or tuple(range(len(names)))
-    site_names = [names[j] for j in site_index]
-    mesh = _resolve_mesh(devices, mesh, num_chains)
+    names = site_names(position)
+    kept_index = site_index(position, sites) or tuple(range(len(names)))
+    kept_names = [names[j] for j in kept_index]
+    save = SaveAt.build(
+        position,
+        num_steps=num_steps,
+        every=keep_every,
+        sites=kept_names,
+        keep_from=keep_from,
+        moments=True,
+        stack=path is not None and bool(store),
+        every_name="keep_every",
+    )
+    mesh = resolve_mesh(devices, mesh, num_chains)
 
     # Several processes (a mesh over their devices): each writes its own chains.
     processes = set() if mesh is None else {d.process_index for d in mesh.devices.flat}
@@ -508,7 +411,7 @@ def run_almc_chunked(
         "chunk_size": chunk_size,
         "keep_every": keep_every,
         "keep_from": keep_from,
-        "sites": site_names,
+        "sites": kept_names,
         "store": bool(store),
         "shapes": [list(jnp.shape(v)) for v in jax.tree.leaves(position)],
         "dtypes": [str(jnp.result_type(v)) for v in jax.tree.leaves(position)],
@@ -516,21 +419,20 @@ def run_almc_chunked(
         "num_processes": max(len(processes), 1),
     }
 
-    run_keys = _shard_chains(_run_keys(rng_key, num_chains), mesh)
-    schedule_d = _replicate(schedule, mesh)
-    preconditioner_d = _replicate(preconditioner, mesh)
-    positions = _shard_chains(initial_positions(rng_key, position, num_chains), mesh)
+    keys = shard_chains(run_keys(rng_key, num_chains), mesh)
+    schedule_d = replicate(schedule, mesh)
+    preconditioner_d = replicate(preconditioner, mesh)
+    positions = shard_chains(initial_positions(rng_key, position, num_chains), mesh)
     statics = dict(
         loglikelihood_fn=by_identity(loglikelihood_fn),
         score_fn=by_identity(score_fn),
         reference_score_fn=by_identity(reference_score_fn),
-        keep_every=keep_every,
-        keep_from=keep_from,
-        site_index=site_index,
+        total_steps=num_steps,
+        save=save,
     )
-    pos_leaves = jax.tree.leaves(positions)
-    acc = _welford_init([pos_leaves[j] for j in site_index])
-    num_diverging = _shard_chains(jnp.zeros((num_chains,), jnp.int32), mesh)
+    # The moments as lists in site order (the state files' layout).
+    acc = _acc_list(welford_init(save.kept(positions)), kept_names)
+    num_diverging = shard_chains(jnp.zeros((num_chains,), jnp.int32), mesh)
     chunks_done, steps_done, states = 0, 0, positions
     chains = _local_rows(num_diverging)[0]
 
@@ -546,13 +448,13 @@ def run_almc_chunked(
         if state_file is not None:
             # The tree structure of the states (to unflatten the saved leaves).
             template = jax.eval_shape(
-                lambda p: _init_states(
+                lambda p: init_states(
                     p, schedule, loglikelihood_fn, score_fn, reference_score_fn
                 ),
                 positions,
             )
             chunks_done, steps_done, states, acc, num_diverging = _load_state(
-                state_file, config, template, len(site_index), mesh, num_chains
+                state_file, config, template, len(kept_index), mesh, num_chains
             )
         else:
             if process is None:  # everything of an earlier run
@@ -575,19 +477,21 @@ def run_almc_chunked(
     ran = 0
     while steps_done < num_steps and (max_chunks is None or ran < max_chunks):
         length = min(chunk_size, num_steps - steps_done)
-        states, acc, num_diverging, trace, draws = _run_chunk(
-            run_keys,
+        out = run_chains(
+            keys,
             states,
-            acc,
-            num_diverging,
             np.int32(steps_done),
             schedule_d,
             preconditioner_d,
-            chunk_length=length,
+            _acc_dict(acc, kept_names),
+            num_diverging,
+            num_steps=length,
             initialise=steps_done == 0,
-            return_draws=run_dir is not None and bool(store),
             **statics,
         )
+        states, num_diverging, trace = out.states, out.num_diverging, out.trace
+        acc = _acc_list(out.moments, kept_names)
+        draws = None if out.kept is None else [out.kept[s] for s in kept_names]
         if run_dir is None:
             # Nothing below waits for the chunk: without this, dispatch would run
             # ahead and queue many chunks' buffers at once.
@@ -598,7 +502,7 @@ def run_almc_chunked(
         if run_dir is not None:
             arrays = {}
             if store:
-                for name, d in zip(site_names, draws, strict=True):
+                for name, d in zip(kept_names, draws, strict=True):
                     rows = _local_rows(d)[1]
                     # No copy when the whole chunk is kept (one chunk less on host).
                     arrays[f"draw/{name}"] = rows if keep.all() else rows[:, keep]
@@ -636,8 +540,8 @@ def run_almc_chunked(
 
     count, means, m2s = acc
     n = int(_host(count))
-    mean = {s: m for s, m in zip(site_names, means, strict=True)}
-    variance = {s: m2 / max(n, 1) for s, m2 in zip(site_names, m2s, strict=True)}
+    mean = {s: m for s, m in zip(kept_names, means, strict=True)}
+    variance = {s: m2 / max(n, 1) for s, m2 in zip(kept_names, m2s, strict=True)}
     # Pool equal-count chains: total variance = mean within + variance of means.
     pooled_mean = {s: jnp.mean(m, axis=0) for s, m in mean.items()}
     pooled_variance = {
@@ -827,7 +731,7 @@ def load_chunks(
     trace = ALMCTrace(**{k: np.concatenate(v) for k, v in traces.items()})
     sample_stats = _sample_stats(trace, step, info.config["num_chains"])
     if as_inference_data:
-        from numpyro_almc._diagnostics import _build
+        from numpyro_almc.io.arviz import _build
 
         if not out_draws:
             raise ValueError(

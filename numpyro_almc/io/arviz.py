@@ -1,6 +1,6 @@
 """ArviZ export of the BlackJAX / driver path (ArviZ 0.2x and 1.x).
 
-:func:`to_inference_data` turns an :class:`~numpyro_almc.ALMCResult` (from
+:func:`to_inference_data` turns an :class:`~numpyro_almc.run.ALMCResult` (from
 :func:`~numpyro_almc.run_almc`) or a ``(states, infos)`` history (from
 ``blackjax.util.run_inference_algorithm``, chains stacked on a leading axis) into the
 groups ``az.from_numpyro`` gives for the NumPyro kernel: ``posterior`` with
@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 
-from numpyro_almc._driver import ALMCResult
-from numpyro_almc._kernel import ALMCInfo, ALMCState
-from numpyro_almc._smc import SMCResult
+from numpyro_almc.mcmc.almc import ALMCInfo, ALMCState
+from numpyro_almc.run.driver import ALMCResult
+from numpyro_almc.run.smc import SMCResult
 
 __all__ = ["to_inference_data", "arviz_major_version"]
 
@@ -262,7 +262,7 @@ def to_inference_data(
     Parameters
     ----------
     result
-        An :class:`~numpyro_almc.ALMCResult` from :func:`~numpyro_almc.run_almc`, or
+        An :class:`~numpyro_almc.run.ALMCResult` from :func:`~numpyro_almc.run_almc`, or
         the ``(states, infos)`` history of ``blackjax.util.run_inference_algorithm``
         with the ALMC algorithm, steps stacked and chains on a leading axis (a
         single chain without that axis is accepted).
@@ -284,7 +284,7 @@ def to_inference_data(
         ``ALMCResult`` only: the ``path_every`` of the run, when it cannot be
         inferred from the path's length.
     resample, seed
-        ``SMCResult`` (from :func:`~numpyro_almc.almc_smc`) only: the particles
+        ``SMCResult`` (from :func:`~numpyro_almc.run_almc_smc`) only: the particles
         become one chain of draws; with ``resample=True`` they are first resampled
         (systematic, ``seed``) to equal weights, since ArviZ treats draws as equally
         weighted. ``sample_stats`` holds ``log_weight``, ``final_ess``, ``min_ess``

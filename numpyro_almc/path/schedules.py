@@ -17,6 +17,11 @@ import numpy as np
 
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc._validate import check_positive as _check_positive
+from numpyro_almc.path.ou import (
+    half_log_snr,
+    ou_noise_variance,
+    time_from_half_log_snr,
+)
 from numpyro_almc.types import Array
 
 __all__ = [
@@ -27,8 +32,8 @@ __all__ = [
     "paper_schedule",
     "budget_schedule",
     "langevin_schedule",
-    "schedule_at",
-    "ou_noise_variance",
+    "StepParams",
+    "step_params",
 ]
 
 #: Phase codes reported in ``ALMCInfo.phase``.
@@ -79,31 +84,49 @@ class ALMCSchedule(NamedTuple):
         return self.times[-1]
 
 
-def ou_noise_variance(t):
-    """``σ_t² = 1 − e^{−2t}``, the variance of the noise added by the OU process.
+class StepParams(NamedTuple):
+    """The parameters of one step, shared by every chain of a run.
 
-    Examples
-    --------
-    >>> round(float(ou_noise_variance(1.0)), 4)
-    0.8647
+    Attributes
+    ----------
+    time
+        OU time of the score in this step's drift (``inf`` in the warm start).
+    next_time
+        OU time at which the moved position's score is cached.
+    step_size
+        Langevin step size ``δ``.
+    phase
+        ``WARM_START``, ``ANNEAL`` or ``TAIL``.
+    preconditioner
+        The preconditioner at ``time`` (a time-dependent one already evaluated with
+        ``.at(time)``), or None.
     """
-    return -jnp.expm1(-2.0 * t)
+
+    time: Array
+    next_time: Array
+    step_size: Array
+    phase: Array
+    preconditioner: object = None
 
 
-def schedule_at(schedule: ALMCSchedule, step: Array):
-    """Return ``(time, next_time, step_size, phase)`` for step index ``step``.
+def step_params(schedule: ALMCSchedule, step: Array, preconditioner=None) -> StepParams:
+    """The :class:`StepParams` of step index ``step``: the one place that indexes a
+    schedule and evaluates a time-dependent preconditioner.
 
     Indices past the end give Langevin at the final time with the last step size
-    (phase ``TAIL``), so a sampler may run as long as it likes.
+    (phase ``TAIL``), so a sampler may run as long as it likes. Call it with an
+    unbatched ``step`` (every chain at the same step) so that a time-dependent
+    preconditioner is factored once per step, not once per chain, and the kernel's
+    warm-start branch stays a real branch.
 
     Examples
     --------
     >>> s = budget_schedule(10, num_warm_start_steps=3)
-    >>> time, next_time, step_size, phase = schedule_at(s, 0)
-    >>> float(time), float(next_time), int(phase) == WARM_START
+    >>> p = step_params(s, 0)
+    >>> float(p.time), float(p.next_time), int(p.phase) == WARM_START
     (inf, inf, True)
-    >>> time, next_time, step_size, phase = schedule_at(s, 100)
-    >>> int(phase) == TAIL, bool(time == s.early_stop_time)
+    >>> p = step_params(s, 100)
+    >>> int(p.phase) == TAIL, bool(p.time == s.early_stop_time)
     (True, True)
     """
     n = schedule.step_sizes.shape[-1]
@@ -112,7 +135,9 @@ def schedule_at(schedule: ALMCSchedule, step: Array):
     time = jnp.where(past_end, schedule.times[-1], schedule.times[i])
     next_time = schedule.times[jnp.minimum(step + 1, n)]
     phase = jnp.where(past_end, jnp.int32(TAIL), schedule.phases[i])
-    return time, next_time, schedule.step_sizes[i], phase
+    if getattr(preconditioner, "time_dependent", False):
+        preconditioner = preconditioner.at(time)
+    return StepParams(time, next_time, schedule.step_sizes[i], phase, preconditioner)
 
 
 def _anneal_times(grid: str, initial_time: float, final_time: float, n: int):
@@ -123,13 +148,10 @@ def _anneal_times(grid: str, initial_time: float, final_time: float, n: int):
     if grid == "log":  # geometric in t: equal ratios t_{k+1}/t_k
         return initial_time * (final_time / initial_time) ** u
 
-    # "snr": uniform in the log signal-to-noise ratio log(e^{-2t} / σ_t²)
-    def log_snr(t):
-        return -2.0 * t - np.log(-np.expm1(-2.0 * t))
-
-    lam = log_snr(initial_time) + (log_snr(final_time) - log_snr(initial_time)) * u
-    # invert: e^{-2t}/(1-e^{-2t}) = e^{λ}  ⇒  t = log(1 + e^{-λ}) / 2
-    return 0.5 * np.log1p(np.exp(-lam))
+    # "snr": uniform in the log signal-to-noise ratio log(e^{-2t} / σ_t²) = 2 λ_t
+    lam_0 = half_log_snr(np.float64(initial_time))
+    lam_1 = half_log_snr(np.float64(final_time))
+    return time_from_half_log_snr(lam_0 + (lam_1 - lam_0) * u)
 
 
 def _anneal_steps(rule: str, step_size: float, times, floor: float):
@@ -137,7 +159,7 @@ def _anneal_steps(rule: str, step_size: float, times, floor: float):
         return np.full(times.shape, step_size)
     # "noise": δ_t = δ · σ_t², floored. The local curvature of p_t is at most 1/σ_t²
     # (Tweedie), so a fixed δ that is right at large t is unstable at small t.
-    return step_size * np.maximum(-np.expm1(-2.0 * times), floor)
+    return step_size * np.maximum(ou_noise_variance(times), floor)
 
 
 def _validate_choice(name, value, options):

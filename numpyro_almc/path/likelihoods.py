@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from numpyro_almc._precondition import (
+from numpyro_almc.path.preconditioners import (
     DensePreconditioner,
     inverse_hessian_preconditioner,
 )
@@ -50,7 +50,7 @@ class NoisedGaussianLikelihood(NamedTuple):
     matching time-dependent ``(I + ∇²(−log L_t))^{-1}``. With ``t = 0`` it is the
     ordinary Gaussian log-likelihood (up to a constant).
 
-    :func:`~numpyro_almc.almc_smc` accepts it: its weights then add the exact change
+    :func:`~numpyro_almc.run_almc_smc` accepts it: its weights then add the exact change
     ``lik(x, t') − lik(x, t)``, and its evidence uses :meth:`log_normalizer` and
     :meth:`warm_start_log_normalizer`.
 
@@ -115,7 +115,7 @@ class NoisedGaussianLikelihood(NamedTuple):
 
         ``lik(x, ∞) = −½ |P x|²`` with ``P`` the projection on the row space of
         ``A`` (full row rank assumed), so this is ``−(d_y / 2) log 2``. With
-        :meth:`log_normalizer` it turns :func:`~numpyro_almc.almc_smc`'s evidence
+        :meth:`log_normalizer` it turns :func:`~numpyro_almc.run_almc_smc`'s evidence
         ratio into ``log ∫ p_τ(x) N(y; e^{τ} A x, Σ_τ) dx``.
         """
         dtype = self.A.dtype
@@ -156,7 +156,7 @@ def noised_gaussian_likelihood(
     :func:`~numpyro_almc.almc`, and ``lik.preconditioner`` as the preconditioner.
     On the 25-component benchmark (d = 8, 1000 score evaluations, 10 seeds) it cut
     ALMC's mode-weight error from 0.83 / 0.87 / 0.53 to 0.44 / 0.35 / 0.14 for
-    ``d_y = 1 / 2 / 4``, and with :func:`~numpyro_almc.almc_smc` on top to
+    ``d_y = 1 / 2 / 4``, and with :func:`~numpyro_almc.run_almc_smc` on top to
     0.054 / 0.012 / 0.000 (``benchmarks/results/baselines_gmm.md``); on the bars it
     made no difference (TV 0.039).
 

@@ -105,7 +105,7 @@ def cast_score(
     Examples
     --------
     >>> import jax, jax.numpy as jnp
-    >>> from numpyro_almc import cast_score
+    >>> from numpyro_almc.scores import cast_score
     >>> score = cast_score(lambda x, t: -x * jnp.exp(-t))
     >>> score(jnp.ones(3), 0.5).dtype
     dtype('float32')

@@ -42,15 +42,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_almc._driver import chain_keys, initial_positions, run_almc
-from numpyro_almc._schedules import (
+from numpyro_almc._static import by_identity
+from numpyro_almc._validate import check_count
+from numpyro_almc.path.ou import ou_coefficients, ou_noise_variance
+from numpyro_almc.path.schedules import (
     ANNEAL,
     ALMCSchedule,
     _anneal_times,
     langevin_schedule,
 )
-from numpyro_almc._static import by_identity
-from numpyro_almc._validate import check_count
+from numpyro_almc.run.chains import chain_keys, initial_positions
+from numpyro_almc.run.driver import run_almc
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
 
 __all__ = ["annealed_langevin", "annealed_langevin_schedule", "dps", "langevin"]
@@ -171,7 +173,7 @@ def _dps_run(
     def one_chain(key, x):
         def step(x, inputs):
             i, t, t_next = inputs
-            alpha, sigma2 = jnp.exp(-t), -jnp.expm1(-2 * t)
+            alpha, sigma2 = ou_coefficients(t)
 
             def denoise(x):  # Tweedie: E[X_0 | X_t = x]
                 return (x + sigma2 * score_fn(x, t)) / alpha
@@ -186,8 +188,8 @@ def _dps_run(
                 grad = grad / jnp.sqrt(jnp.maximum(-2 * loglik, 0) + eps)
             # Ancestral (DDPM posterior) step q(x_{t'} | x_t, x0_hat), t' < t.
             a2 = jnp.exp(-2 * (t - t_next))  # alpha_{t|t'}^2
-            one_minus_a2 = -jnp.expm1(-2 * (t - t_next))
-            sigma2_next = -jnp.expm1(-2 * t_next)
+            one_minus_a2 = ou_noise_variance(t - t_next)
+            sigma2_next = ou_noise_variance(t_next)
             mean = (
                 jnp.exp(-t_next) * one_minus_a2 / sigma2 * x0_hat
                 + jnp.sqrt(a2) * sigma2_next / sigma2 * x
@@ -504,7 +506,7 @@ def annealed_langevin(
     part of the chain is then exactly theirs). Started from ``N(0, I)`` with no warm
     start; no final denoising step. Costs ``L·K + 1`` score evaluations per draw.
     Implemented as :func:`numpyro_almc.run_almc` on a custom
-    :class:`~numpyro_almc.ALMCSchedule` (:func:`annealed_langevin_schedule`).
+    :class:`~numpyro_almc.path.ALMCSchedule` (:func:`annealed_langevin_schedule`).
 
     Differences from ALMC: the noise levels are visited at a constant number of steps
     each on a geometric grid, the step is tied to the noise level by ``ε`` (so the

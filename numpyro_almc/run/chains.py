@@ -1,0 +1,109 @@
+"""Chains: per-chain keys and starting positions, one key stream for every front end.
+
+Chain ``c`` of a run with key ``k`` uses ``fold_in(k, c)`` (equal to
+``jax.random.split(k, n)[c]`` with JAX's partitionable threefry, which is how NumPyro
+hands keys to vectorized chains); its start is drawn from ``split(fold_in(k, c))[0]``
+and step ``i`` uses ``fold_in(split(fold_in(k, c))[1], i)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from numpyro_almc.mcmc.almc import init
+from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
+
+__all__ = ["chain_keys", "initial_positions", "standard_normal_like"]
+
+
+def chain_keys(rng_key: PRNGKey, num_chains: int) -> Array:
+    """Per-chain keys ``fold_in(rng_key, c)``: chain ``c`` does not depend on how
+    many chains run beside it.
+
+    Examples
+    --------
+    >>> keys = chain_keys(jax.random.key(0), 4)
+    >>> keys.shape
+    (4,)
+    >>> first_two = jax.random.key_data(chain_keys(jax.random.key(0), 2))
+    >>> bool(jnp.all(first_two == jax.random.key_data(keys[:2])))
+    True
+    """
+    return jax.vmap(lambda c: jax.random.fold_in(rng_key, c))(
+        jnp.arange(num_chains, dtype=jnp.uint32)
+    )
+
+
+def initial_positions(rng_key: PRNGKey, position: ArrayLikeTree, num_chains: int):
+    """``N(0, I)`` draws shaped like ``position`` (one per chain), the paper's start.
+
+    Chain ``c`` uses ``split(fold_in(rng_key, c))[0]``, so it is the same whatever
+    ``num_chains`` is.
+
+    Examples
+    --------
+    >>> x0 = initial_positions(jax.random.key(0), {"x": jnp.zeros(3), "s": 0.0}, 4)
+    >>> x0["x"].shape, x0["s"].shape
+    ((4, 3), (4,))
+    """
+
+    def one(key):
+        return standard_normal_like(jax.random.split(key)[0], position)
+
+    return jax.vmap(one)(chain_keys(rng_key, num_chains))
+
+
+def standard_normal_like(rng_key: PRNGKey, tree: ArrayLikeTree) -> ArrayTree:
+    """One ``N(0, I)`` draw shaped like ``tree`` (one key per leaf, split from
+    ``rng_key``; each leaf keeps its dtype)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(rng_key, len(leaves))
+    return jax.tree.unflatten(
+        treedef,
+        [
+            jax.random.normal(k, jnp.shape(v), dtype=jnp.result_type(v))
+            for k, v in zip(keys, leaves, strict=True)
+        ],
+    )
+
+
+def starting_positions(rng_key, position, num, init_positions=None, what="num_chains"):
+    """``init_positions`` checked to have a leading axis of ``num``, or ``N(0, I)``
+    draws shaped like ``position`` (:func:`initial_positions`) when it is None."""
+    if init_positions is None:
+        return initial_positions(rng_key, position, num)
+    init_positions = jax.tree.map(jnp.asarray, init_positions)
+    for leaf, ref in zip(
+        jax.tree.leaves(init_positions), jax.tree.leaves(position), strict=True
+    ):
+        if leaf.shape != (num, *jnp.shape(ref)):
+            raise ValueError(
+                f"`init_positions` leaves must have shape ({what}, ...) = "
+                f"{(num, *jnp.shape(ref))}, got {leaf.shape}."
+            )
+    return init_positions
+
+
+def run_keys(rng_key: PRNGKey, num_chains: int) -> Array:
+    """Per-chain keys of the steps: ``split(fold_in(rng_key, c))[1]``."""
+    return jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_chains))
+
+
+def step_keys(keys: Array, i) -> Array:
+    """The keys of step ``i`` of every chain: ``fold_in(keys[c], i)``."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+
+
+def init_states(positions, schedule, loglikelihood_fn, score_fn, reference_score_fn):
+    """The ALMC state of every chain (leading axis) at the schedule's first time."""
+    start_time = schedule.times[0]
+    return jax.vmap(
+        lambda p: init(
+            p,
+            loglikelihood_fn,
+            score_fn,
+            start_time,
+            reference_score_fn=reference_score_fn,
+        )
+    )(positions)

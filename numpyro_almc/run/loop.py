@@ -1,0 +1,184 @@
+"""The one step loop: ``lax.scan`` over steps, chains vmapped, one key stream.
+
+Every jitted front end (:func:`~numpyro_almc.run_almc`,
+:func:`~numpyro_almc.run_almc_chunked`, :func:`~numpyro_almc.run_almc_smc`) is a
+short caller of :func:`scan_steps`; the multi-chain ALMC runs go through
+:func:`run_chains`, so that a run in one piece and a run in chunks compute the same
+steps bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from numpyro_almc.mcmc.almc import build_kernel
+from numpyro_almc.path.schedules import step_params
+from numpyro_almc.run.chains import init_states, step_keys
+from numpyro_almc.run.recorders import (
+    ALMCTrace,
+    SaveAt,
+    reservoir_update,
+    welford_update,
+)
+from numpyro_almc.types import Array, ArrayTree
+
+
+def scan_steps(one_step, carry, first, num_steps: int, *, every=0, at_block_end=None):
+    """``one_step(carry, i) -> (carry, out)`` for ``i = first, …, first+num_steps-1``.
+
+    With ``every > 0``, ``at_block_end(carry, i) -> (carry, kept)`` runs after every
+    ``every``-th step ``i`` (counted from ``first``) and its ``kept`` values are
+    stacked along a leading axis; the steps are then scanned in blocks, so nothing
+    is stacked per step beyond ``out``.
+
+    Returns ``(carry, outs, kept)`` (``kept`` None without blocks).
+    """
+    if not every:
+        carry, out = jax.lax.scan(one_step, carry, first + jnp.arange(num_steps))
+        return carry, out, None
+    num_blocks, remainder = divmod(num_steps, every)
+
+    def block(carry, b):
+        start = first + b * every
+        carry, out = jax.lax.scan(one_step, carry, start + jnp.arange(every))
+        carry, kept = at_block_end(carry, start + every - 1)
+        return carry, (out, kept)
+
+    carry, (out, kept) = jax.lax.scan(block, carry, jnp.arange(num_blocks))
+    out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+    if remainder:
+        carry, rest = jax.lax.scan(
+            one_step, carry, first + num_blocks * every + jnp.arange(remainder)
+        )
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+    return carry, out, kept
+
+
+def chains_step(
+    kernel, keys, states, i, schedule, preconditioner, loglikelihood_fn, score_fn
+):
+    """Step ``i`` of every chain with the step's parameters computed once.
+
+    The step index is unbatched, so a time-dependent preconditioner is factored
+    once per step and the warm-start branch of the move stays a real branch (no
+    score evaluation) under the vmap over chains.
+    """
+    params = step_params(schedule, i, preconditioner)
+
+    def one(key, state):
+        return kernel(key, state, loglikelihood_fn, score_fn, params)
+
+    return jax.vmap(one)(step_keys(keys, i), states)
+
+
+class ChainsOutput(NamedTuple):
+    """What :func:`run_chains` returns (every array has a leading chain axis,
+    except ``trace``, which has a leading step axis)."""
+
+    states: ArrayTree
+    window_draw: ArrayTree | None
+    trace: ALMCTrace
+    kept: ArrayTree | None
+    moments: tuple | None
+    num_diverging: Array
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "loglikelihood_fn",
+        "score_fn",
+        "reference_score_fn",
+        "num_steps",
+        "total_steps",
+        "save",
+        "initialise",
+    ),
+)
+def run_chains(
+    keys,
+    states_or_positions,
+    start,
+    schedule,
+    preconditioner,
+    moments,
+    num_diverging,
+    *,
+    loglikelihood_fn,
+    score_fn,
+    reference_score_fn,
+    num_steps: int,
+    total_steps: int,
+    save: SaveAt,
+    initialise: bool,
+) -> ChainsOutput:
+    """Steps ``start … start + num_steps − 1`` of a run of ``total_steps`` steps.
+
+    ``keys`` are the chains' step keys (:func:`~numpyro_almc.run.chains.run_keys`);
+    with ``initialise`` the second argument holds positions and the states are built
+    here. ``moments`` (Welford accumulators) and ``num_diverging`` carry over
+    between chunks. The final-window draw (``save.final_window``) is reservoir
+    sampling over the last steps of the whole run.
+    """
+    kernel = build_kernel(reference_score_fn)
+    if initialise:
+        states = init_states(
+            states_or_positions,
+            schedule,
+            loglikelihood_fn,
+            score_fn,
+            reference_score_fn,
+        )
+    else:
+        states = states_or_positions
+    window_start = total_steps - save.final_window
+
+    def one_step(carry, i):
+        states, window, num_diverging, acc = carry
+        states, info = chains_step(
+            kernel,
+            keys,
+            states,
+            i,
+            schedule,
+            preconditioner,
+            loglikelihood_fn,
+            score_fn,
+        )
+        if save.final_window:
+            # Reservoir sampling of one iterate uniformly from the final window.
+            count = (i - window_start + 1).astype(jnp.float32)
+            u = jax.vmap(
+                lambda k: jax.random.uniform(jax.random.fold_in(k, total_steps + i))
+            )(keys)
+            take = (i >= window_start) & (u * count < 1.0)
+            window = reservoir_update(window, states.position, take)
+        num_diverging = num_diverging + info.is_diverging.astype(jnp.int32)
+        return (states, window, num_diverging, acc), ALMCTrace.of(info)
+
+    def at_block_end(carry, i):
+        states, window, num_diverging, acc = carry
+        kept = save.kept(states.position)
+        if save.moments:
+            # A draw after a step before keep_from is neither stored nor counted.
+            acc = welford_update(acc, kept, i >= save.keep_from)
+        return (states, window, num_diverging, acc), kept if save.stack else None
+
+    window = states.position if save.final_window else None
+    carry = (states, window, num_diverging, moments)
+    carry, trace, kept = scan_steps(
+        one_step,
+        carry,
+        start,
+        num_steps,
+        every=save.every,
+        at_block_end=at_block_end,
+    )
+    if kept is not None:  # (blocks, chains, ...) -> (chains, blocks, ...)
+        kept = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), kept)
+    states, window, num_diverging, moments = carry
+    return ChainsOutput(states, window, trace, kept, moments, num_diverging)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from numpyro_almc.path import ou_coefficients
 from numpyro_almc.scores import (
     CosineVPSchedule,
     DiscreteVPSchedule,
@@ -12,7 +13,6 @@ from numpyro_almc.scores import (
     gaussian_mixture_log_density,
     gaussian_mixture_score,
     gaussian_score,
-    ou_coefficients,
     score_from_edm_denoiser,
     score_from_eps,
     score_from_ve,

@@ -1,23 +1,17 @@
-"""The NumPyro façade: the ``ScorePrior`` distribution and the ``ALMC`` MCMC kernel."""
+"""The NumPyro ``ALMC`` kernel: a thin façade over the ALMC move."""
 
 from __future__ import annotations
 
 import copy
-import math
-import numbers
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
-from numpyro.distributions import constraints
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import constrain_fn, initialize_model
-from numpyro.primitives import Messenger
 from numpyro.util import identity, is_prng_key
 
 from numpyro_almc._validate import check_choice
@@ -28,210 +22,15 @@ from numpyro_almc.infer.model_fns import (
     noised_preconditioner,
     observation_noise_std,
 )
+from numpyro_almc.infer.score_prior import score_prior_as_flat
 from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
 from numpyro_almc.path.preconditioners import hessian_preconditioner
 from numpyro_almc.path.schedules import ALMCSchedule, budget_schedule, step_params
 from numpyro_almc.run.chains import standard_normal_like
-from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES, SMCState, check_smc_options
-from numpyro_almc.smc.evidence import lee_whiteley_log_se
-from numpyro_almc.smc.kernel import resample_if_degenerate, reweight
-from numpyro_almc.smc.weights import (
-    likelihood_log_weight_increments,
-    prior_log_weight_increments,
-)
 from numpyro_almc.types import Array, ArrayTree
 
-__all__ = [
-    "ScorePrior",
-    "ALMC",
-    "ALMCSMC",
-    "ALMCSamplerState",
-    "ALMCSMCSamplerState",
-    "score_prior_as_flat",
-]
-
-
-class ScorePrior(dist.Distribution):
-    r"""A prior on real arrays known only through the score of its OU-noised laws.
-
-    ``score_fn(x, t) = ∇_x log p_t(x)`` for one unbatched ``x`` of shape
-    ``event_shape`` and a scalar OU time ``t``, where
-    ``X_t = e^{-t} X_0 + sqrt(1-e^{-2t}) Z``.
-    Sample a model holding one with :class:`ALMC`; NUTS and friends fail loudly on it
-    because :meth:`log_prob` raises unless ``log_density_fn`` is given.
-
-    Parameters
-    ----------
-    score_fn
-        The score function (an exact score, or a network through an adapter).
-    event_shape
-        Shape of one draw, e.g. ``(64,)``.
-    log_density_fn
-        Optional ``x -> log p_0(x)`` (up to a constant) for samplers that need one.
-    batch_shape
-        Batch shape (``numpyro.plate`` expands it for you).
-    num_sample_steps
-        Steps of the reverse diffusion used by :meth:`sample` (prior predictive).
-
-    Examples
-    --------
-    >>> import numpyro
-    >>> prior = ScorePrior(lambda x, t: -x, event_shape=(3,))
-    >>> prior.event_shape, prior.batch_shape
-    ((3,), ())
-    """
-
-    arg_constraints = {}
-    pytree_aux_fields = (
-        "score_fn",
-        "log_density_fn",
-        "num_sample_steps",
-    )
-
-    def __init__(
-        self,
-        score_fn: Callable[[Array, Array], Array],
-        event_shape,
-        *,
-        log_density_fn: Callable[[Array], Array] | None = None,
-        batch_shape=(),
-        num_sample_steps: int = 200,
-        validate_args=None,
-    ):
-        if not callable(score_fn):
-            raise TypeError(
-                "`score_fn` must be a callable score_fn(x, t) -> grad log p_t(x), "
-                f"got {type(score_fn).__name__}."
-            )
-        if isinstance(event_shape, numbers.Integral):
-            event_shape = (int(event_shape),)
-        event_shape = tuple(event_shape)
-        if len(event_shape) == 0 or not all(
-            isinstance(s, numbers.Integral) and s > 0 for s in event_shape
-        ):
-            raise ValueError(
-                "`event_shape` must be a non-empty tuple of positive integers, e.g. "
-                f"(64,), got {event_shape!r}."
-            )
-        if log_density_fn is not None and not callable(log_density_fn):
-            raise TypeError("`log_density_fn` must be a callable or None.")
-        if isinstance(num_sample_steps, bool) or not isinstance(
-            num_sample_steps, numbers.Integral
-        ):
-            raise TypeError("`num_sample_steps` must be an integer.")
-        if num_sample_steps < 1:
-            raise ValueError("`num_sample_steps` must be >= 1.")
-        self.score_fn = score_fn
-        self.log_density_fn = log_density_fn
-        self.num_sample_steps = int(num_sample_steps)
-        super().__init__(
-            batch_shape=tuple(batch_shape),
-            event_shape=event_shape,
-            validate_args=validate_args,
-        )
-
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
-    def support(self):
-        return constraints.independent(constraints.real, len(self.event_shape))
-
-    def sample(self, key, sample_shape=()):
-        """Prior draws by reverse diffusion with the score (prior predictive checks).
-
-        This costs ``num_sample_steps`` score evaluations per draw; ALMC never calls
-        it (chains start from ``N(0, I)``), nor does ``az.from_numpyro``.
-        """
-        from numpyro_almc.scores.prior_sampling import sample_prior
-
-        shape = tuple(sample_shape) + self.batch_shape
-        n = math.prod(shape)
-        draws = sample_prior(
-            key,
-            self.score_fn,
-            self.event_shape,
-            max(n, 1),
-            num_steps=self.num_sample_steps,
-        )
-        return draws[:n].reshape(shape + self.event_shape)
-
-    def log_prob(self, value):
-        if self.log_density_fn is None:
-            raise NotImplementedError(
-                "ScorePrior has no log density: it is known only through its score. "
-                "Sample models holding it with numpyro_almc.ALMC, or pass "
-                "log_density_fn= if you know log p_0 (samplers such as NUTS need it)."
-            )
-        flat = jnp.reshape(value, (-1,) + self.event_shape)
-        out = jax.vmap(self.log_density_fn)(flat)
-        return out.reshape(jnp.shape(value)[: jnp.ndim(value) - len(self.event_shape)])
-
-    def batched_score(self, value, t):
-        """The score applied over every leading (sample and batch) dimension."""
-        flat = jnp.reshape(value, (-1,) + self.event_shape)
-        out = jax.vmap(self.score_fn, in_axes=(0, None))(flat, t)
-        if out.shape != flat.shape:
-            raise ValueError(
-                f"score_fn returned shape {out.shape[1:]} for an input of shape "
-                f"{self.event_shape}; it must return an array of the input's shape."
-            )
-        return out.reshape(jnp.shape(value))
-
-
-def _find_score_prior(fn) -> ScorePrior | None:
-    """The ScorePrior at the root of ``fn`` (through expand / to_event), if any."""
-    base = fn
-    while True:
-        if isinstance(base, ScorePrior):
-            return base
-        if isinstance(base, dist.ExpandedDistribution | dist.Independent):
-            base = base.base_dist
-            continue
-        break
-    # Anything else wrapping a ScorePrior (a transform, a mask, ...) is unsupported.
-    inner = getattr(base, "base_dist", None)
-    while inner is not None:
-        if isinstance(inner, ScorePrior):
-            raise ValueError(
-                f"A ScorePrior is wrapped in {type(base).__name__}: ALMC needs it on "
-                "an unconstrained real site. Apply transforms to the value in the "
-                "model "
-                "instead (e.g. numpyro.deterministic('y', f(x)))."
-            )
-        inner = getattr(inner, "base_dist", None)
-    return None
-
-
-class score_prior_as_flat(Messenger):
-    """Handler: each ScorePrior site contributes 0 to the log joint.
-
-    The site's distribution is replaced by an ``ImproperUniform`` of the same shapes
-    (its ScorePrior kept in ``msg["infer"]["score_prior"]``), so NumPyro's
-    ``potential_fn`` of the wrapped model is the measurement potential ``R``: minus the
-    log likelihood and minus the log density of every other latent site.
-    """
-
-    def process_message(self, msg):
-        if msg["type"] != "sample":
-            return
-        base = _find_score_prior(msg["fn"])
-        if base is None:
-            return
-        name = msg["name"]
-        if msg.get("is_observed"):
-            raise ValueError(
-                f"ScorePrior site '{name}' is observed; a ScorePrior has no density to "
-                "condition on. Observe a likelihood of it instead."
-            )
-        if (msg.get("infer") or {}).get("enumerate"):
-            raise ValueError(
-                f"ScorePrior site '{name}' is marked for enumeration; ScorePrior is a "
-                "continuous prior on real arrays."
-            )
-        fn = msg["fn"]
-        msg["infer"] = {**(msg.get("infer") or {}), "score_prior": base}
-        msg["fn"] = dist.ImproperUniform(
-            constraints.real, fn.batch_shape, fn.event_shape
-        )
+__all__ = ["ALMC", "ALMCSamplerState"]
 
 
 class _XLikelihood:
@@ -261,6 +60,7 @@ class ALMCSamplerState(NamedTuple):
     Examples
     --------
     >>> import numpyro
+    >>> from numpyro_almc import ScorePrior
     >>> from numpyro.infer import MCMC
     >>> def model():
     ...     numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
@@ -339,6 +139,7 @@ class ALMC(MCMCKernel):
     Examples
     --------
     >>> import numpyro, numpyro.distributions as dist
+    >>> from numpyro_almc import ScorePrior
     >>> from numpyro.infer import MCMC
     >>> def model(y=None):
     ...     x = numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
@@ -653,20 +454,18 @@ class ALMC(MCMCKernel):
         self._schedule = self._make_schedule(num_warmup)
         self._num_warmup = num_warmup
         batched = not is_prng_key(rng_key)
-        split = jax.vmap(jax.random.split) if batched else jax.random.split
-        keys = split(rng_key)
-        if batched:
-            rng_key, key_init = keys[:, 0], keys[:, 1]
-        else:
-            rng_key, key_init = keys[0], keys[1]
+        # The drivers' key stream (run/chains.py): the start from split(k)[0], the
+        # signal's steps from split(k)[1]; the other sites' init and steps from
+        # fold_in(k, 3) and fold_in(k, 2).
+        over = jax.vmap if batched else (lambda f: f)
+        key_init = over(lambda k: jax.random.fold_in(k, 3))(rng_key)
+        key_start = over(lambda k: jax.random.split(k)[0])(rng_key)
         if self._model is not None:
             z = self._init_model(key_init, model_args, model_kwargs)
             # The paper starts ScorePrior sites from N(0, I), not from a prior draw
             # (which would cost a full reverse diffusion).
-            normal = (
-                jax.vmap(self._standard_normal) if batched else self._standard_normal
-            )
-            z = {**z, **normal(key_init, {k: z[k] for k in self._score_sites})}
+            xs = {k: z[k] for k in self._score_sites}
+            z = {**z, **over(standard_normal_like)(key_start, xs)}
             if init_params is not None:
                 z = {**z, **init_params}
         else:
@@ -704,10 +503,6 @@ class ALMC(MCMCKernel):
         self._sample_fn = self.sample
         return state
 
-    @staticmethod
-    def _standard_normal(key, tree):
-        return standard_normal_like(jax.random.fold_in(key, 1), tree)
-
     # -- one step ----------------------------------------------------------------------
     def sample(self, state, model_args, model_kwargs):
         r"""One step: ALMC on the ScorePrior sites, then MALA on the other sites.
@@ -720,67 +515,70 @@ class ALMC(MCMCKernel):
         cannot, and its step size adapts to 57 % acceptance during warmup.
         """
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
-        kernel = build_kernel()
         batched = not is_prng_key(state.rng_key)
         # Every chain is at the same step: read the index unbatched so the warm-start
         # branch stays a real branch (no score evaluation) under vectorized chains.
         i = state.i[0] if batched else state.i
-        in_warmup = i < self._num_warmup
 
         def one(st):
-            rng_key, key_x, key_theta = jax.random.split(st.rng_key, 3)
-            xs, theta = self._split(st.z)
-            x_grad, _ = self._split(st.measurement_loglik_grad)
-            x_loglik = self._x_loglik_fn(loglik_fn, theta)
-            core = ALMCState(xs, st.score, st.measurement_loglik, x_grad, st.time, st.i)
-            precond = st.preconditioner
-            if theta and self._preconditioner is not None:
-                # M may depend on the other sites (e.g. (I + AᵀA/σ²)^{-1}): recompute
-                # it from their current values. Given those values M is constant, so
-                # the signal update still targets its exact conditional.
-                precond = self._conditional_preconditioner(x_loglik, xs, theta)
-            new, info = kernel(
-                key_x,
-                core,
-                x_loglik,
-                self._x_score_fn(score_fn, theta),
-                step_params(self._schedule, i, precond),
-            )
-            diverging = info.is_diverging
-            if theta:
-                z, ll, grad, theta_h, accept, theta_bad = self._theta_step(
-                    key_theta,
-                    at_time(loglik_fn, new.time),
-                    new.position,
-                    theta,
-                    st.theta_step_size,
-                    in_warmup,
-                )
-                diverging = diverging | theta_bad
-            else:
-                z, ll = new.position, new.loglikelihood
-                grad, theta_h, accept = (
-                    new.loglikelihood_grad,
-                    st.theta_step_size,
-                    (st.theta_accept_prob),
-                )
-            return ALMCSamplerState(
-                i=new.step,
-                z=z,
-                score=new.score,
-                measurement_loglik=ll,
-                measurement_loglik_grad=grad,
-                time=new.time,
-                step_size=info.step_size.astype(st.step_size.dtype),
-                diverging=diverging,
-                num_diverging=st.num_diverging + diverging.astype(jnp.int32),
-                theta_step_size=theta_h,
-                theta_accept_prob=accept,
-                preconditioner=precond,
-                rng_key=rng_key,
-            )
+            key_x = jax.random.fold_in(jax.random.split(st.rng_key)[1], i)
+            key_theta = jax.random.fold_in(jax.random.fold_in(st.rng_key, 2), i)
+            return self._move(key_x, key_theta, st, i, loglik_fn, score_fn)
 
         return jax.vmap(one)(state) if batched else one(state)
+
+    def _move(self, key_x, key_theta, st, i, loglik_fn, score_fn):
+        """The move of one chain at step ``i`` (``rng_key`` carried unchanged)."""
+        xs, theta = self._split(st.z)
+        x_grad, _ = self._split(st.measurement_loglik_grad)
+        x_loglik = self._x_loglik_fn(loglik_fn, theta)
+        core = ALMCState(xs, st.score, st.measurement_loglik, x_grad, st.time, st.i)
+        precond = st.preconditioner
+        if theta and self._preconditioner is not None:
+            # M may depend on the other sites (e.g. (I + AᵀA/σ²)^{-1}): recompute
+            # it from their current values. Given those values M is constant, so
+            # the signal update still targets its exact conditional.
+            precond = self._conditional_preconditioner(x_loglik, xs, theta)
+        new, info = build_kernel()(
+            key_x,
+            core,
+            x_loglik,
+            self._x_score_fn(score_fn, theta),
+            step_params(self._schedule, i, precond),
+        )
+        diverging = info.is_diverging
+        if theta:
+            z, ll, grad, theta_h, accept, theta_bad = self._theta_step(
+                key_theta,
+                at_time(loglik_fn, new.time),
+                new.position,
+                theta,
+                st.theta_step_size,
+                i < self._num_warmup,
+            )
+            diverging = diverging | theta_bad
+        else:
+            z, ll = new.position, new.loglikelihood
+            grad, theta_h, accept = (
+                new.loglikelihood_grad,
+                st.theta_step_size,
+                st.theta_accept_prob,
+            )
+        return ALMCSamplerState(
+            i=new.step,
+            z=z,
+            score=new.score,
+            measurement_loglik=ll,
+            measurement_loglik_grad=grad,
+            time=new.time,
+            step_size=info.step_size.astype(st.step_size.dtype),
+            diverging=diverging,
+            num_diverging=st.num_diverging + diverging.astype(jnp.int32),
+            theta_step_size=theta_h,
+            theta_accept_prob=accept,
+            preconditioner=precond,
+            rng_key=st.rng_key,
+        )
 
     @staticmethod
     def _theta_step(key, loglik_fn, xs, theta, h, adapt):
@@ -814,260 +612,3 @@ class ALMC(MCMCKernel):
         new_h = h * jnp.exp(0.05 * (accept_prob - _THETA_TARGET_ACCEPT))
         h = jnp.where(adapt, new_h, h).astype(dtype)
         return z, ll, grad, h, accept_prob, jnp.logical_not(finite)
-
-
-class ALMCSMCSamplerState(NamedTuple):
-    """State of the :class:`ALMCSMC` ensemble kernel: the fields of
-    :class:`ALMCSamplerState` batched over particles, the particle weights, and one
-    ``rng_key`` for the whole ensemble (NumPyro's contract for ensemble kernels).
-
-    ``log_weight`` are the normalised log-weights (uniform after the path: the
-    last warmup step resamples); ``ancestor`` the index of each particle's
-    starting ancestor; ``log_evidence_ratio`` the running ``log Z_t − log Z_∞``;
-    ``ess`` and ``resampled`` describe the last step (replicated per particle so
-    that NumPyro can collect them as extra fields).
-
-    Examples
-    --------
-    >>> import numpyro
-    >>> from numpyro.infer import MCMC
-    >>> def model():
-    ...     numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
-    >>> mcmc = MCMC(ALMCSMC(model), num_warmup=20, num_samples=1, num_chains=8,
-    ...             chain_method="vectorized", progress_bar=False)
-    >>> mcmc.run(jax.random.key(0))
-    >>> state = mcmc.last_state
-    >>> state.log_weight.shape, state.z["x"].shape, int(state.i[0])
-    ((8,), (8, 2), 21)
-    """
-
-    i: Array
-    z: ArrayTree
-    score: ArrayTree
-    measurement_loglik: Array
-    measurement_loglik_grad: ArrayTree
-    time: Array
-    step_size: Array
-    diverging: Array
-    num_diverging: Array
-    theta_step_size: Array
-    theta_accept_prob: Array
-    preconditioner: object
-    log_weight: Array
-    ancestor: Array
-    log_evidence_ratio: Array
-    num_resampling: Array
-    ess: Array
-    resampled: Array
-    rng_key: Array
-
-
-_BASE_FIELDS = tuple(f for f in ALMCSamplerState._fields if f != "rng_key")
-
-
-class ALMCSMC(ALMC):
-    r"""ALMC with Feynman–Kac weights (ALMC-SMC) as a NumPyro *ensemble* kernel.
-
-    The chains are the particles of :func:`numpyro_almc.run_almc_smc`: during warmup
-    (the warm start and the annealing path) each particle makes the move of
-    :class:`ALMC`, is reweighted by ``log p_{t'}(x) − log p_t(x)`` computed from the
-    score alone (``∂_t log p_t = d + x·s + ∇·s + |s|²``), and the ensemble is
-    resampled when its ESS drops below ``ess_threshold · N``. The last warmup step
-    resamples to equal weights, so the sampling phase (Langevin at ``τ``) yields
-    equally weighted draws whose mode weights are those of ``μ_τ`` as ``N → ∞`` --
-    where plain ALMC freezes them at a high-noise posterior's.
-
-    Run it with ``chain_method="vectorized"``; ``num_chains`` is the number of
-    particles. Other latent sites (noise scale, forward-model parameters) take the
-    MALA step of :class:`ALMC`; the weights need only the ScorePrior sites' score,
-    because ``R`` cancels in the ratio of neighbouring targets.
-
-    Parameters
-    ----------
-    model, potential_fn, score_fn
-        As in :class:`ALMC`.
-    ess_threshold
-        Resample when ``ESS < ess_threshold · N`` (0: only at the end of the path).
-    resampling
-        ``"systematic"``, ``"stratified"``, ``"residual"`` or ``"multinomial"``.
-    divergence, num_probes
-        ``∇·s`` exactly (``"exact"``: ``d`` JVPs per particle and step, for small
-        ``d``) or by Hutchinson's estimator with ``num_probes`` probes.
-    quadrature, warm_start_correction
-        As in :func:`numpyro_almc.run_almc_smc`.
-    **kwargs
-        Every other argument of :class:`ALMC` (schedule knobs, preconditioner, ...).
-
-    Notes
-    -----
-    ``mcmc.last_state.log_evidence_ratio[0]`` estimates ``log Z_τ − log Z_∞`` with
-    ``Z_t = ∫ p_t(x) e^{-R} dx dθ``; :meth:`log_evidence_ratio` returns it with its
-    Lee–Whiteley standard error. Collect ``ess`` and ``resampled`` with
-    ``mcmc.warmup(..., extra_fields=("ess", "resampled"), collect_warmup=True)``
-    to see the resampling events along the path.
-
-    Examples
-    --------
-    >>> import numpyro, numpyro.distributions as dist
-    >>> from numpyro.infer import MCMC
-    >>> def model(y=None):
-    ...     x = numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
-    ...     numpyro.sample("y", dist.Normal(x.sum(), 0.5), obs=y)
-    >>> mcmc = MCMC(ALMCSMC(model), num_warmup=100, num_samples=2, num_chains=32,
-    ...             chain_method="vectorized", progress_bar=False)
-    >>> mcmc.run(jax.random.key(0), y=1.0)
-    >>> mcmc.get_samples()["x"].shape
-    (64, 2)
-
-    References
-    ----------
-    Del Moral, Doucet, Jasra. Sequential Monte Carlo samplers. JRSS B, 2006.
-    Parulekar, Rout, Shanmugam, Shakkottai. arXiv:2508.07631.
-    """
-
-    def __init__(
-        self,
-        model=None,
-        potential_fn=None,
-        score_fn=None,
-        *,
-        ess_threshold: float = 0.5,
-        resampling: str = "systematic",
-        divergence: str = "exact",
-        num_probes: int = 1,
-        quadrature: str = "right",
-        warm_start_correction: str = "tail",
-        **kwargs,
-    ):
-        super().__init__(model, potential_fn, score_fn, **kwargs)
-        num_probes = check_smc_options(
-            ess_threshold=ess_threshold,
-            resampling=resampling,
-            divergence=divergence,
-            num_probes=num_probes,
-            quadrature=quadrature,
-            warm_start_correction=warm_start_correction,
-        )
-        self._ess_threshold = float(ess_threshold)
-        self._resampling = resampling
-        self._weight_options = dict(
-            divergence=divergence,
-            num_probes=num_probes,
-            quadrature=quadrature,
-            warm_start_correction=warm_start_correction,
-        )
-
-    @property
-    def is_ensemble_kernel(self):
-        return True
-
-    def get_diagnostics_str(self, state):
-        return (
-            f"t={float(state.time[0]):.3g}, ESS {float(state.ess[0]):.0f}, "
-            f"{int(state.num_resampling[0])} resamplings, "
-            f"{int(jnp.sum(state.num_diverging))} divergences"
-        )
-
-    def wrap_model(self, wrapper):
-        raise NotImplementedError(
-            "ALMCSMC moves the whole ensemble at once and cannot be a block of "
-            "numpyro.infer.Gibbs; use ALMC there."
-        )
-
-    def log_evidence_ratio(self, state: ALMCSMCSamplerState) -> tuple[Array, Array]:
-        """``(log Z_τ − log Z_∞, its Lee–Whiteley standard error)`` from a state
-        after warmup (``mcmc.last_state``)."""
-        smc_state = SMCState(
-            particles=None,
-            log_weights=state.log_weight,
-            ancestors=state.ancestor,
-            log_evidence_ratio=state.log_evidence_ratio[0],
-            num_resampling=state.num_resampling[0],
-        )
-        return state.log_evidence_ratio[0], lee_whiteley_log_se(smc_state)
-
-    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
-        if is_prng_key(rng_key):
-            raise ValueError(
-                "ALMCSMC is an ensemble kernel: run it with "
-                "MCMC(..., num_chains=N, chain_method='vectorized'); num_chains is "
-                "the number of particles (at least 2)."
-            )
-        n = rng_key.shape[0]
-        if n < 2:
-            raise ValueError("ALMCSMC needs num_chains >= 2 particles.")
-        base = super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
-        dtype = base.time.dtype
-        key = jax.random.fold_in(rng_key[0], 2)
-
-        def per_particle(value, dt):
-            return jnp.full((n,), value, dtype=dt)
-
-        return ALMCSMCSamplerState(
-            **{f: getattr(base, f) for f in _BASE_FIELDS},
-            log_weight=per_particle(-math.log(n), dtype),
-            ancestor=jnp.arange(n, dtype=jnp.int32),
-            log_evidence_ratio=per_particle(0.0, dtype),
-            num_resampling=per_particle(0, jnp.int32),
-            ess=per_particle(n, dtype),
-            resampled=per_particle(False, bool),
-            rng_key=key,
-        )
-
-    def sample(self, state, model_args, model_kwargs):
-        n = state.log_weight.shape[0]
-        dtype = state.log_weight.dtype
-        rng_key, key_moves, key_probe, key_resample = jax.random.split(state.rng_key, 4)
-        base = ALMCSamplerState(
-            **{f: getattr(state, f) for f in _BASE_FIELDS},
-            rng_key=jax.random.split(key_moves, n),
-        )
-        i, time = state.i[0], state.time[0]
-        moved = super().sample(base, model_args, model_kwargs)
-        next_time = moved.time[0]
-
-        loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
-        xs, theta = self._split(moved.z)
-
-        def x_score(x, t, theta_one):
-            return self._x_score_fn(score_fn, theta_one)(x, t)
-
-        inc = prior_log_weight_increments(
-            xs,
-            moved.score,
-            time,
-            next_time,
-            x_score,
-            key_probe,
-            context=theta,
-            **self._weight_options,
-        )
-        # On the noised path the likelihood changes with t too (0 otherwise).
-        inc = inc + likelihood_log_weight_increments(
-            loglik_fn, moved.z, moved.measurement_loglik, time, next_time
-        )
-        log_w, log_increment, ess = reweight(state.log_weight, inc, moved.diverging)
-        # The last warmup step resamples to equal weights: the sampling phase then
-        # runs equally weighted chains, as NumPyro's draws assume.
-        last_warmup = i + 1 == self._num_warmup
-        threshold = jnp.where(last_warmup, 2.0, self._ess_threshold).astype(dtype)
-        idx, log_w, resampled = resample_if_degenerate(
-            key_resample, log_w, ess, threshold, RESAMPLING_SCHEMES[self._resampling]
-        )
-        moved = jax.tree.map(lambda a: a[idx], moved)
-
-        def per_particle(value):
-            return jnp.broadcast_to(value, (n,))
-
-        return ALMCSMCSamplerState(
-            **{f: getattr(moved, f) for f in _BASE_FIELDS},
-            log_weight=log_w,
-            ancestor=state.ancestor[idx],
-            log_evidence_ratio=per_particle(
-                state.log_evidence_ratio[0] + log_increment
-            ),
-            num_resampling=state.num_resampling + resampled.astype(jnp.int32),
-            ess=per_particle(ess.astype(dtype)),
-            resampled=per_particle(resampled),
-            rng_key=rng_key,
-        )

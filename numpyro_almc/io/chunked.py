@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
-from numpyro_almc.path.schedules import ALMCSchedule
+from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
 from numpyro_almc.run.chains import init_states, initial_positions, run_keys
 from numpyro_almc.run.loop import run_chains
 from numpyro_almc.run.recorders import (
@@ -367,10 +367,7 @@ def run_almc_chunked(
     >>> load_chunks(d)["draws"]["x"].shape, res.count
     ((4, 70, 2), 70)
     """
-    if not isinstance(schedule, ALMCSchedule):
-        raise TypeError(
-            f"`schedule` must be an ALMCSchedule, got {type(schedule).__name__}."
-        )
+    check_schedule(schedule)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     num_chains = _check_count("num_chains", num_chains, 1)

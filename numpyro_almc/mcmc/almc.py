@@ -24,7 +24,12 @@ from blackjax.base import SamplingAlgorithm
 from jax.flatten_util import ravel_pytree
 
 from numpyro_almc.mcmc._checks import at_time, check_tree, float_dtype, score_at
-from numpyro_almc.path.schedules import ALMCSchedule, StepParams, step_params
+from numpyro_almc.path.schedules import (
+    ALMCSchedule,
+    StepParams,
+    check_schedule,
+    step_params,
+)
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
 __all__ = [
@@ -349,11 +354,7 @@ def as_top_level_api(
     Parulekar, Rout, Shanmugam, Shakkottai. Efficient Approximate Posterior Sampling
     with Annealed Langevin Monte Carlo. ICLR 2026, arXiv:2508.07631.
     """
-    if not isinstance(schedule, ALMCSchedule):
-        raise TypeError(
-            "`schedule` must be an ALMCSchedule (from paper_schedule or "
-            f"budget_schedule), got {type(schedule).__name__}."
-        )
+    check_schedule(schedule)
     step = scheduled_step(build_kernel(reference_score_fn), schedule, preconditioner)
 
     def init_fn(position: ArrayLikeTree, rng_key: PRNGKey | None = None) -> ALMCState:

@@ -14,7 +14,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from numpyro_almc.infer.almc import ScorePrior
+from numpyro_almc.infer.score_prior import ScorePrior
 from numpyro_almc.types import Array, PRNGKey
 
 __all__ = [

@@ -84,6 +84,17 @@ class ALMCSchedule(NamedTuple):
         return self.times[-1]
 
 
+def check_schedule(schedule) -> ALMCSchedule:
+    """``schedule`` if it is an :class:`ALMCSchedule`; else a ``TypeError`` saying how
+    to build one."""
+    if not isinstance(schedule, ALMCSchedule):
+        raise TypeError(
+            "`schedule` must be an ALMCSchedule (from paper_schedule or "
+            f"budget_schedule), got {type(schedule).__name__}."
+        )
+    return schedule
+
+
 class StepParams(NamedTuple):
     """The parameters of one step, shared by every chain of a run.
 

@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
-from numpyro_almc.path.schedules import ALMCSchedule
+from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
 from numpyro_almc.run.chains import run_keys, starting_positions
 from numpyro_almc.run.loop import run_chains
 from numpyro_almc.run.recorders import ALMCTrace, SaveAt
@@ -42,6 +42,7 @@ class ALMCResult(NamedTuple):
 
     Examples
     --------
+    >>> import jax, jax.numpy as jnp
     >>> from numpyro_almc import budget_schedule, run_almc
     >>> res = run_almc(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
     ...                lambda x, t: -x, budget_schedule(20, num_warm_start_steps=5),
@@ -137,6 +138,7 @@ def run_almc(
 
     Examples
     --------
+    >>> import jax, jax.numpy as jnp
     >>> from numpyro_almc import budget_schedule, run_almc
     >>> res = run_almc(jax.random.key(0), lambda x: -0.5 * jnp.sum((x - 1) ** 2),
     ...                lambda x, t: -x, budget_schedule(100), jnp.zeros(3),
@@ -144,11 +146,7 @@ def run_almc(
     >>> res.state.position.shape, res.window_draw.shape
     ((8, 3), (8, 3))
     """
-    if not isinstance(schedule, ALMCSchedule):
-        raise TypeError(
-            "`schedule` must be an ALMCSchedule (from paper_schedule or "
-            f"budget_schedule), got {type(schedule).__name__}."
-        )
+    check_schedule(schedule)
     num_chains = check_count("num_chains", num_chains, 1)
     num_steps = schedule.num_steps if num_steps is None else num_steps
     num_steps = check_count("num_steps", num_steps, 1)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count
 from numpyro_almc.mcmc.almc import standard_normal_score
-from numpyro_almc.path.schedules import ALMCSchedule, step_params
+from numpyro_almc.path.schedules import ALMCSchedule, check_schedule, step_params
 from numpyro_almc.run.chains import starting_positions
 from numpyro_almc.run.loop import scan_steps
 from numpyro_almc.smc.almc_smc import (
@@ -227,11 +227,7 @@ def run_almc_smc(
     Del Moral, Doucet, Jasra. Sequential Monte Carlo samplers. JRSS B, 2006.
     Lee, Whiteley. Variance estimation in the particle filter. Biometrika, 2018.
     """
-    if not isinstance(schedule, ALMCSchedule):
-        raise TypeError(
-            "`schedule` must be an ALMCSchedule (from paper_schedule or "
-            f"budget_schedule), got {type(schedule).__name__}."
-        )
+    check_schedule(schedule)
     num_particles = check_count("num_particles", num_particles, 2)
     num_probes = check_smc_options(
         ess_threshold=ess_threshold,

@@ -48,7 +48,12 @@ from blackjax.smc import resampling as _resampling
 
 from numpyro_almc._validate import check_choice, check_count
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init, standard_normal_score
-from numpyro_almc.path.schedules import ALMCSchedule, StepParams, step_params
+from numpyro_almc.path.schedules import (
+    ALMCSchedule,
+    StepParams,
+    check_schedule,
+    step_params,
+)
 from numpyro_almc.smc.kernel import fk_step
 from numpyro_almc.smc.weights import (
     DIVERGENCES,
@@ -347,9 +352,9 @@ def as_top_level_api(
     Examples
     --------
     >>> import blackjax
-    >>> from numpyro_almc import run_almc_smc, budget_schedule
+    >>> from numpyro_almc import almc_smc, budget_schedule
     >>> sched = budget_schedule(30, num_warm_start_steps=5)
-    >>> alg = run_almc_smc(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), lambda x, t: -x,
+    >>> alg = almc_smc(lambda x: -0.5 * jnp.sum((x - 1.0) ** 2), lambda x, t: -x,
     ...                sched)
     >>> state, _ = blackjax.util.run_inference_algorithm(
     ...     jax.random.key(0), alg, sched.num_steps,
@@ -357,11 +362,7 @@ def as_top_level_api(
     >>> state.particles.position.shape, state.log_weights.shape
     ((16, 2), (16,))
     """
-    if not isinstance(schedule, ALMCSchedule):
-        raise TypeError(
-            "`schedule` must be an ALMCSchedule (from paper_schedule or "
-            f"budget_schedule), got {type(schedule).__name__}."
-        )
+    check_schedule(schedule)
     num_probes = check_smc_options(
         ess_threshold=ess_threshold,
         resampling=resampling,

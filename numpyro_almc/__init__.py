@@ -3,6 +3,8 @@
 The top level holds the front ends and what every user needs; the layers are
 sub-namespaces:
 
+* :mod:`numpyro_almc.operators`: structured linear forward operators (masks, PSF
+  convolutions, pooling, subsampled DCT, dense, matrix-free), factored once;
 * :mod:`numpyro_almc.path`: OU quantities, schedules and their per-step parameters,
   time-dependent likelihoods, preconditioners;
 * :mod:`numpyro_almc.scores`: exact scores, adapters from trained networks, reduced
@@ -16,7 +18,18 @@ sub-namespaces:
   :mod:`numpyro_almc.models` (extra ``[nn]``).
 """
 
-from numpyro_almc import baselines, infer, io, mcmc, path, run, scores, smc, testbeds
+from numpyro_almc import (
+    baselines,
+    infer,
+    io,
+    mcmc,
+    operators,
+    path,
+    run,
+    scores,
+    smc,
+    testbeds,
+)
 from numpyro_almc.infer import ALMC, ALMCSMC, ScorePrior
 from numpyro_almc.io import export_netcdf, load_chunks, run_almc_chunked
 from numpyro_almc.io.arviz import to_inference_data
@@ -62,6 +75,7 @@ __all__ = [
     "infer",
     "io",
     "mcmc",
+    "operators",
     "path",
     "run",
     "scores",

@@ -1,7 +1,9 @@
-"""Score networks and the bundled digits prior (optional extra ``[nn]``).
+"""Score networks, the bundled digits prior (optional extra ``[nn]``) and the
+pretrained galaxy priors of the ``galaxygrad`` wheel (extra ``[galaxy]``).
 
-Needs ``equinox`` and ``optax`` (``pip install numpyro_almc[nn]``); the core
-package never imports this subpackage.
+Needs ``equinox`` and ``optax`` (``pip install numpyro_almc[nn]``); the galaxy
+networks also need ``pip install numpyro_almc[galaxy]`` (loaded from the installed
+wheel by path, nothing downloads). The core package never imports this subpackage.
 """
 
 from numpyro_almc.models._digits import (
@@ -10,6 +12,12 @@ from numpyro_almc.models._digits import (
     DigitsSplit,
     digits_prior,
     load_digits_split,
+)
+from numpyro_almc.models._galaxy import (
+    FLUX_SCALE,
+    GALAXY_NETWORKS,
+    GalaxyPrior,
+    galaxy_prior,
 )
 from numpyro_almc.models._network import (
     ScoreNetwork,
@@ -21,6 +29,10 @@ from numpyro_almc.models._network import (
 )
 
 __all__ = [
+    "FLUX_SCALE",
+    "GALAXY_NETWORKS",
+    "GalaxyPrior",
+    "galaxy_prior",
     "DIGITS_TEST_SIZE",
     "DigitsPrior",
     "DigitsSplit",

@@ -34,8 +34,6 @@ References
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from collections.abc import Callable
 
 import jax
@@ -43,7 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_almc._static import by_identity
-from numpyro_almc._validate import check_count
+from numpyro_almc._validate import check_count, check_positive
+from numpyro_almc.baselines._reverse_smc import ReverseSMCResult
+from numpyro_almc.baselines.mcgdiff import mcgdiff
+from numpyro_almc.baselines.tds import tds
 from numpyro_almc.path.ou import ou_coefficients, ou_noise_variance
 from numpyro_almc.path.schedules import (
     ANNEAL,
@@ -55,7 +56,15 @@ from numpyro_almc.run.chains import chain_keys, initial_positions
 from numpyro_almc.run.driver import run_almc
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
 
-__all__ = ["annealed_langevin", "annealed_langevin_schedule", "dps", "langevin"]
+__all__ = [
+    "ReverseSMCResult",
+    "annealed_langevin",
+    "annealed_langevin_schedule",
+    "dps",
+    "langevin",
+    "mcgdiff",
+    "tds",
+]
 
 ScoreFn = Callable[[Array, Array], Array]
 LogLikelihoodFn = Callable[[Array], Array]
@@ -64,17 +73,6 @@ LogLikelihoodFn = Callable[[Array], Array]
 # ---------------------------------------------------------------------------
 # Argument checks (eager, in Python)
 # ---------------------------------------------------------------------------
-
-
-def _real(name: str, value, *, minimum: float = 0.0, strict: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__}.")
-    value = float(value)
-    bad = value <= minimum if strict else value < minimum
-    if not math.isfinite(value) or bad:
-        rel = ">" if strict else ">="
-        raise ValueError(f"`{name}` must be finite and {rel} {minimum:g}, got {value}.")
-    return value
 
 
 def _knob(name: str, value, *, strict: bool = True):
@@ -89,7 +87,7 @@ def _knob(name: str, value, *, strict: bool = True):
         if isinstance(value, jax.core.Tracer):
             return value
         value = np.asarray(value).item()
-    return _real(name, value, strict=strict)
+    return check_positive(name, value, allow_zero=not strict)
 
 
 def _count(name: str, value, *, minimum: int = 1) -> int:
@@ -147,8 +145,8 @@ def _position(position: ArrayLike) -> Array:
 
 
 def _time_range(initial_time, final_time) -> tuple[float, float]:
-    initial_time = _real("initial_time", initial_time)
-    final_time = _real("final_time", final_time)
+    initial_time = check_positive("initial_time", initial_time)
+    final_time = check_positive("final_time", final_time)
     if not final_time < initial_time:
         raise ValueError(
             f"Need initial_time > final_time > 0, got initial_time={initial_time}, "
@@ -316,7 +314,7 @@ def dps(
     num_steps = _count("num_steps", num_steps)
     guidance_scale = _knob("guidance_scale", guidance_scale, strict=False)
     initial_time, final_time = _time_range(initial_time, final_time)
-    eps = _real("eps", eps)
+    eps = check_positive("eps", eps)
     if not isinstance(normalize, bool):
         raise TypeError(f"`normalize` must be a bool, got {normalize!r}.")
     dtype = position.dtype
@@ -416,7 +414,7 @@ def langevin(
     num_samples = _count("num_samples", num_samples)
     num_steps = _count("num_steps", num_steps)
     step_size = _knob("step_size", step_size)
-    time = _real("time", time)
+    time = check_positive("time", time)
     schedule = langevin_schedule(time, 1.0, num_steps, dtype=position.dtype)
     return _run_unit_schedule(
         rng_key,
@@ -456,7 +454,7 @@ def annealed_langevin_schedule(
     """
     num_levels = _count("num_levels", num_levels)
     steps_per_level = _count("steps_per_level", steps_per_level)
-    step_size = _real("step_size", step_size)
+    step_size = check_positive("step_size", step_size)
     initial_time, final_time = _time_range(initial_time, final_time)
     levels = _anneal_times("snr", initial_time, final_time, max(num_levels - 1, 1))
     levels = levels[:num_levels] if num_levels > 1 else levels[-1:]

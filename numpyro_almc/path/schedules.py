@@ -15,6 +15,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_almc._validate import check_choice
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc._validate import check_positive as _check_positive
 from numpyro_almc.path.ou import (
@@ -171,11 +172,6 @@ def _anneal_steps(rule: str, step_size: float, times, floor: float):
     # "noise": δ_t = δ · σ_t², floored. The local curvature of p_t is at most 1/σ_t²
     # (Tweedie), so a fixed δ that is right at large t is unstable at small t.
     return step_size * np.maximum(ou_noise_variance(times), floor)
-
-
-def _validate_choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"`{name}` must be one of {options}, got {value!r}.")
 
 
 def _assemble(
@@ -351,8 +347,8 @@ def budget_schedule(
             "swap them or lower early_stop_time."
         )
     delta = _check_positive("step_size", step_size)
-    _validate_choice("grid", grid, _GRIDS)
-    _validate_choice("step_rule", step_rule, _STEP_RULES)
+    check_choice("grid", grid, _GRIDS)
+    check_choice("step_rule", step_rule, _STEP_RULES)
     floor = _check_positive("min_step_fraction", min_step_fraction, allow_zero=True)
     tail_fraction = _check_positive("tail_fraction", tail_fraction, allow_zero=True)
     if tail_fraction >= 1:

@@ -582,7 +582,17 @@ class ALMC(MCMCKernel):
 
     @staticmethod
     def _theta_step(key, loglik_fn, xs, theta, h, adapt):
-        """MALA on the non-score sites given the signal ``xs``; adapts ``h``."""
+        """MALA on the non-score sites given the signal ``xs``; adapts ``h``.
+
+        Written here rather than taken from ``blackjax.mala`` for two reasons: the
+        gradient at the accepted point is of the *whole* position (signal and
+        other sites), and it is cached as the signal's likelihood gradient for the
+        next ALMC step; ``blackjax.mala`` keeps only the gradient in the sites it
+        moves, which would cost one more likelihood gradient per step. And
+        blackjax 1.7's MALA promotes float32 positions to float64 under x64
+        (its noise goes through a Python float); this draws in the position's
+        dtype.
+        """
         key_prop, key_acc = jax.random.split(key)
         flat, unravel = ravel_pytree(theta)
         dtype = flat.dtype

@@ -3,6 +3,10 @@ parameters, time-dependent likelihoods and preconditioners."""
 
 from numpyro_almc.path.likelihoods import (
     NoisedGaussianLikelihood,
+    NoisedGaussianPreconditioner,
+    NoisedOperatorLikelihood,
+    NoisedOperatorPreconditioner,
+    OperatorFunctionPreconditioner,
     noised_gaussian_likelihood,
 )
 from numpyro_almc.path.ou import (
@@ -18,6 +22,7 @@ from numpyro_almc.path.preconditioners import (
     dense_preconditioner,
     diagonal_preconditioner,
     hessian_preconditioner,
+    is_operator,
     linear_gaussian_preconditioner,
 )
 from numpyro_almc.path.schedules import (
@@ -41,12 +46,17 @@ __all__ = [
     "DiagonalPreconditioner",
     "LinearOperatorPreconditioner",
     "NoisedGaussianLikelihood",
+    "NoisedGaussianPreconditioner",
+    "NoisedOperatorLikelihood",
+    "NoisedOperatorPreconditioner",
+    "OperatorFunctionPreconditioner",
     "StepParams",
     "budget_schedule",
     "dense_preconditioner",
     "diagonal_preconditioner",
     "half_log_snr",
     "hessian_preconditioner",
+    "is_operator",
     "langevin_schedule",
     "linear_gaussian_preconditioner",
     "noised_gaussian_likelihood",

@@ -149,9 +149,28 @@ def diagonal_preconditioner(diagonal: ArrayLike) -> DiagonalPreconditioner:
     return DiagonalPreconditioner(diagonal)
 
 
+_OPERATOR_METHODS = ("apply", "adjoint", "solve_outer", "sqrt_solve_normal")
+
+
+def is_operator(A) -> bool:
+    """True for a structured forward operator (anything with the operator methods
+    ``apply``, ``adjoint``, ``solve_outer``, ``sqrt_solve_normal`` and shapes), as
+    opposed to a dense matrix.
+
+    Examples
+    --------
+    >>> from numpyro_almc.operators import Mask
+    >>> is_operator(Mask(jnp.array([True, False]))), is_operator(jnp.eye(2))
+    (True, False)
+    """
+    return all(callable(getattr(A, m, None)) for m in _OPERATOR_METHODS) and all(
+        hasattr(A, s) for s in ("in_shape", "out_shape")
+    )
+
+
 def linear_gaussian_preconditioner(
     A: ArrayLike, noise_std: ArrayLike, *, prior_precision: float = 1.0, dtype=None
-) -> DensePreconditioner:
+):
     r"""``M = (λ I + Aᵀ Σ^{-1} A)^{-1}`` for the likelihood ``y = A x + N(0, Σ)``.
 
     This is the inverse Hessian of the warm-start potential ``|x|²/2 + R(x)`` (with
@@ -161,18 +180,38 @@ def linear_gaussian_preconditioner(
     Parameters
     ----------
     A
-        ``(d_y, d)`` forward operator.
+        ``(d_y, d)`` forward matrix, or a structured operator
+        (:mod:`numpyro_almc.operators`): then the result is ``A.preconditioner(
+        noise_std**2)``, matrix-free, acting on the flattened ``in_shape``.
     noise_std
-        Scalar or ``(d_y,)`` measurement noise standard deviation.
+        Scalar or ``(d_y,)`` measurement noise standard deviation (a scalar for an
+        operator).
     prior_precision
-        ``λ``, the curvature assumed for the prior (1 for a unit-scale prior).
+        ``λ``, the curvature assumed for the prior (1 for a unit-scale prior; must
+        be 1 for an operator).
 
     Examples
     --------
     >>> p = linear_gaussian_preconditioner(jnp.array([[0.0, 1.0]]), 0.1)
     >>> [round(float(v), 4) for v in jnp.diag(p.matrix)]
     [1.0, 0.0099]
+    >>> from numpyro_almc.operators import Mask
+    >>> p = linear_gaussian_preconditioner(Mask(jnp.array([False, True])), 0.1)
+    >>> [round(float(v), 4) for v in p.apply(jnp.ones(2))]
+    [1.0, 0.0099]
     """
+    if is_operator(A):
+        if prior_precision != 1.0:
+            raise ValueError(
+                "`prior_precision` must be 1 with an operator `A`; rescale x so the "
+                "prior has unit scale."
+            )
+        if jnp.ndim(noise_std) != 0:
+            raise ValueError(
+                "`noise_std` must be a scalar with an operator `A`; for per-pixel "
+                "noise, whiten y and fold the scales into the operator."
+            )
+        return A.preconditioner(jnp.asarray(noise_std) ** 2)
     A = jnp.asarray(A)
     if A.ndim != 2:
         raise ValueError(f"`A` must be a (d_y, d) matrix, got shape {A.shape}.")

@@ -17,6 +17,7 @@ from numpyro.infer import MCMC, NUTS, Predictive
 
 import numpyro_almc as na
 from numpyro_almc import ALMC, ScorePrior
+from numpyro_almc.infer.mala import theta_mala_step
 from numpyro_almc.io.arviz import arviz_major_version
 from numpyro_almc.scores import gaussian_score
 from numpyro_almc.testbeds import mixture_problem, mixture_sample, mode_weights
@@ -703,7 +704,7 @@ def test_theta_mala_step_keeps_its_conditional_exactly():
 
     def run(theta, key):
         def body(th, k):
-            z, *_ = ALMC._theta_step(
+            z, *_ = theta_mala_step(
                 k, loglik, {}, {"theta": th}, jnp.float32(h), jnp.bool_(False)
             )
             return z["theta"], None

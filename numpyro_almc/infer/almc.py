@@ -7,22 +7,20 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
-from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import constrain_fn, initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_almc._validate import check_choice
+from numpyro_almc._validate import check_choice, check_positive
 from numpyro_almc._validate import check_count as _check_count
+from numpyro_almc.infer.mala import theta_mala_step
 from numpyro_almc.infer.model_fns import (
-    find_linear_gaussian_observation,
-    noised_loglik_fn,
+    conditional_loglik,
+    conditional_score,
+    init_model,
+    joint_fns,
     noised_preconditioner,
-    observation_noise_std,
 )
-from numpyro_almc.infer.score_prior import score_prior_as_flat
 from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
 from numpyro_almc.path.preconditioners import hessian_preconditioner
@@ -31,20 +29,6 @@ from numpyro_almc.run.chains import standard_normal_like
 from numpyro_almc.types import Array, ArrayTree
 
 __all__ = ["ALMC", "ALMCSamplerState"]
-
-
-class _XLikelihood:
-    """A time-dependent ``-R`` as a function of the ScorePrior sites (``(xs, t)``),
-    the other sites fixed."""
-
-    time_dependent = True
-
-    def __init__(self, loglik_fn, theta):
-        self._fn, self._theta = loglik_fn, theta
-        self.noise_std = getattr(loglik_fn, "noise_std", None)
-
-    def __call__(self, xs, t):
-        return self._fn({**xs, **self._theta}, t)
 
 
 class ALMCSamplerState(NamedTuple):
@@ -85,10 +69,6 @@ class ALMCSamplerState(NamedTuple):
     theta_accept_prob: Array
     preconditioner: object
     rng_key: Array
-
-
-#: Target acceptance of the MALA update of the non-score sites (Roberts & Rosenthal).
-_THETA_TARGET_ACCEPT = 0.574
 
 
 class ALMC(MCMCKernel):
@@ -169,43 +149,22 @@ class ALMC(MCMCKernel):
         init_strategy=init_to_median,
         likelihood_path: str = "paper",
     ):
-        check_choice("likelihood_path", likelihood_path, ("paper", "noised"))
-        if likelihood_path == "noised" and model is None:
-            raise ValueError(
-                "likelihood_path='noised' reads the Gaussian observation from a "
-                "model; with `potential_fn` pass a noised_gaussian_likelihood to "
-                "run_almc instead."
-            )
-        if not (model is None) ^ (potential_fn is None):
-            raise ValueError("Give exactly one of `model` or `potential_fn`.")
-        if potential_fn is not None and not callable(score_fn):
-            raise ValueError(
-                "With `potential_fn`, also give `score_fn(z, t)` (the prior score)."
-            )
-        if model is not None and score_fn is not None:
-            raise ValueError(
-                "With a model, the score comes from its ScorePrior sites; "
-                "do not pass `score_fn`."
-            )
-        if schedule is not None and not isinstance(schedule, ALMCSchedule):
-            raise TypeError("`schedule` must be an ALMCSchedule or None.")
-        if isinstance(preconditioner, str) and preconditioner != "auto":
-            raise ValueError(
-                f"`preconditioner` must be 'auto', None or a preconditioner object, "
-                f"got {preconditioner!r}."
-            )
-        if num_warm_start_steps is not None:
-            _check_count("num_warm_start_steps", num_warm_start_steps)
-        # Validate the schedule knobs now, not at the first run.
-        budget_schedule(
-            100,
-            early_stop_time=early_stop_time,
-            initial_time=initial_time,
-            step_size=step_size,
-            grid=grid,
-            step_rule=step_rule,
-            num_warm_start_steps=0,
-            warm_start_step_size=warm_start_step_size,
+        _check_arguments(
+            model,
+            potential_fn,
+            score_fn,
+            schedule=schedule,
+            preconditioner=preconditioner,
+            num_warm_start_steps=num_warm_start_steps,
+            likelihood_path=likelihood_path,
+            schedule_knobs=dict(
+                step_size=step_size,
+                early_stop_time=early_stop_time,
+                initial_time=initial_time,
+                grid=grid,
+                step_rule=step_rule,
+                warm_start_step_size=warm_start_step_size,
+            ),
         )
         self._model = model
         self._potential_fn = potential_fn
@@ -223,15 +182,10 @@ class ALMC(MCMCKernel):
         self._num_warm_start_steps = num_warm_start_steps
         self._preconditioner = preconditioner
         self._likelihood_path = likelihood_path
-        self._observation = None
-        if not theta_step_size > 0:
-            raise ValueError("`theta_step_size` must be > 0.")
-        self._theta_step_size = float(theta_step_size)
+        self._theta_step_size = check_positive("theta_step_size", theta_step_size)
         self._init_strategy = init_strategy
-        self._potential_fn_gen = None
-        self._postprocess_fn = None
+        self._parts = None
         self._sample_fn = None
-        self._score_sites = None
 
     # -- the NumPyro kernel contract ---------------------------------------------------
     @property
@@ -263,9 +217,17 @@ class ALMC(MCMCKernel):
         )
 
     def postprocess_fn(self, model_args, model_kwargs):
-        if self._postprocess_fn is None:
+        if self._parts is None:
             return identity
-        return self._postprocess_fn(*model_args, **model_kwargs)
+        return self._parts.postprocess_fn(*model_args, **model_kwargs)
+
+    @property
+    def _score_sites(self):
+        return None if self._parts is None else self._parts.score_sites
+
+    @property
+    def _observation(self):
+        return None if self._parts is None else self._parts.observation
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -277,8 +239,7 @@ class ALMC(MCMCKernel):
             raise ValueError("`wrap_model` needs a kernel built from a model.")
         kernel = copy.copy(self)
         kernel._model = wrapper(self._model)
-        kernel._potential_fn_gen = None
-        kernel._postprocess_fn = None
+        kernel._parts = None
         kernel._sample_fn = None
         return kernel
 
@@ -288,7 +249,7 @@ class ALMC(MCMCKernel):
         def one(st):
             ll, grad = jax.value_and_grad(at_time(loglik_fn, st.time))(st.z)
             xs, theta = self._split(st.z)
-            score = self._x_score_fn(score_fn, theta)(xs, st.time)
+            score = conditional_score(score_fn, theta)(xs, st.time)
             return st._replace(
                 score=score, measurement_loglik=ll, measurement_loglik_grad=grad
             )
@@ -297,31 +258,11 @@ class ALMC(MCMCKernel):
 
     # -- set-up ------------------------------------------------------------------------
     def _make_schedule(self, num_warmup):
-        given = self._given_schedule
-        if given is not None:
-            if num_warmup != given.num_steps:
-                raise ValueError(
-                    f"num_warmup={num_warmup} but the given schedule has "
-                    f"{given.num_steps} steps; set "
-                    f"num_warmup=schedule.num_steps ({given.num_steps})."
-                )
-            return given
-        if num_warmup < 10:
-            raise ValueError(
-                f"ALMC runs its warm start and annealing in NumPyro's warmup; "
-                f"num_warmup={num_warmup} is too short. Use num_warmup >= 10 (the "
-                "budget in score evaluations), or pass schedule=."
-            )
-        m = self._num_warm_start_steps
-        if m is None:
-            m = min(100, num_warmup // 10)
-        if m > num_warmup - 2:
-            raise ValueError(
-                f"num_warm_start_steps={m} leaves no annealing in num_warmup="
-                f"{num_warmup}; lower it or raise num_warmup."
-            )
-        return budget_schedule(
-            num_warmup - m + 1, num_warm_start_steps=m, **self._schedule_kwargs
+        return numpyro_schedule(
+            num_warmup,
+            self._given_schedule,
+            self._num_warm_start_steps,
+            self._schedule_kwargs,
         )
 
     def _split(self, z):
@@ -346,109 +287,12 @@ class ALMC(MCMCKernel):
             return precond(theta)
         return precond
 
-    @staticmethod
-    def _x_loglik_fn(loglik_fn, theta):
-        """``-R`` as a function of the ScorePrior sites, the other sites fixed."""
-        if not theta:
-            return loglik_fn
-        if getattr(loglik_fn, "time_dependent", False):
-            return _XLikelihood(loglik_fn, theta)
-
-        def x_loglik(xs):
-            return loglik_fn({**xs, **theta})
-
-        return x_loglik
-
-    @staticmethod
-    def _x_score_fn(score_fn, theta):
-        def x_score(xs, t):
-            if not theta:
-                return score_fn(xs, t)
-            full = score_fn({**xs, **theta}, t)
-            return {k: full[k] for k in xs}
-
-        return x_score
-
     def _joint_fns(self, model_args, model_kwargs):
         """``(loglik_fn, score_fn)`` on the unconstrained position for these args."""
         if self._model is None:
             potential = self._potential_fn
             return (lambda z: -potential(z)), self._score_fn
-        model_kwargs = {} if model_kwargs is None else model_kwargs
-        potential = self._potential_fn_gen(*model_args, **model_kwargs)
-        flat_model = score_prior_as_flat(self._model)
-
-        def score_fn(z, t):
-            values = constrain_fn(flat_model, model_args, model_kwargs, z)
-            tr = trace(seed(substitute(flat_model, data=values), 0)).get_trace(
-                *model_args, **model_kwargs
-            )
-            out = {}
-            for name, v in z.items():
-                prior = (tr[name].get("infer") or {}).get("score_prior")
-                out[name] = (
-                    jnp.zeros_like(v) if prior is None else prior.batched_score(v, t)
-                )
-            return out
-
-        if self._observation is not None:
-            loglik = noised_loglik_fn(
-                self._observation,
-                potential,
-                flat_model,
-                model_args,
-                model_kwargs,
-                self._score_sites,
-            )
-            loglik.noise_std = lambda z: observation_noise_std(
-                self._observation, flat_model, model_args, model_kwargs, z
-            )
-            return loglik, score_fn
-        return (lambda z: -potential(z)), score_fn
-
-    def _init_model(self, rng_key, model_args, model_kwargs):
-        flat_model = score_prior_as_flat(self._model)
-
-        def placeholder(site):
-            # ImproperUniform cannot be sampled: give ScorePrior sites a dummy value.
-            if (site.get("infer") or {}).get("score_prior") is not None:
-                return jnp.zeros(site["fn"].shape())
-            return None
-
-        tr = trace(
-            substitute(seed(flat_model, 0), substitute_fn=placeholder)
-        ).get_trace(*model_args, **(model_kwargs or {}))
-        self._score_sites = tuple(
-            sorted(
-                name
-                for name, site in tr.items()
-                if site["type"] == "sample"
-                and (site.get("infer") or {}).get("score_prior") is not None
-            )
-        )
-        if not self._score_sites:
-            raise ValueError(
-                "The model has no ScorePrior site: ALMC needs at least one "
-                "numpyro.sample(name, ScorePrior(score_fn, event_shape)). For models "
-                "with ordinary priors use NUTS."
-            )
-        params_info, potential_fn_gen, postprocess_fn, _ = initialize_model(
-            rng_key,
-            flat_model,
-            dynamic_args=True,
-            init_strategy=self._init_strategy,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-        )
-        self._potential_fn_gen = potential_fn_gen
-        self._postprocess_fn = postprocess_fn
-        z0 = params_info[0]
-        if self._likelihood_path == "noised":
-            one = z0 if is_prng_key(rng_key) else jax.tree.map(lambda v: v[0], z0)
-            self._observation = find_linear_gaussian_observation(
-                flat_model, model_args, model_kwargs or {}, one, self._score_sites
-            )
-        return z0
+        return joint_fns(self._model, self._parts, model_args, model_kwargs)
 
     def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
         self._schedule = self._make_schedule(num_warmup)
@@ -461,7 +305,14 @@ class ALMC(MCMCKernel):
         key_init = over(lambda k: jax.random.fold_in(k, 3))(rng_key)
         key_start = over(lambda k: jax.random.split(k)[0])(rng_key)
         if self._model is not None:
-            z = self._init_model(key_init, model_args, model_kwargs)
+            z, self._parts = init_model(
+                self._model,
+                key_init,
+                model_args,
+                model_kwargs,
+                self._init_strategy,
+                self._likelihood_path,
+            )
             # The paper starts ScorePrior sites from N(0, I), not from a prior draw
             # (which would cost a full reverse diffusion).
             xs = {k: z[k] for k in self._score_sites}
@@ -477,8 +328,8 @@ class ALMC(MCMCKernel):
 
         def one(z, key):
             xs, theta = self._split(z)
-            x_loglik = self._x_loglik_fn(loglik_fn, theta)
-            x_score = self._x_score_fn(score_fn, theta)
+            x_loglik = conditional_loglik(loglik_fn, theta)
+            x_score = conditional_score(score_fn, theta)
             core = init(xs, x_loglik, x_score, schedule.times[0])
             ll, grad = jax.value_and_grad(at_time(loglik_fn, schedule.times[0]))(z)
             dtype = core.time.dtype
@@ -531,7 +382,7 @@ class ALMC(MCMCKernel):
         """The move of one chain at step ``i`` (``rng_key`` carried unchanged)."""
         xs, theta = self._split(st.z)
         x_grad, _ = self._split(st.measurement_loglik_grad)
-        x_loglik = self._x_loglik_fn(loglik_fn, theta)
+        x_loglik = conditional_loglik(loglik_fn, theta)
         core = ALMCState(xs, st.score, st.measurement_loglik, x_grad, st.time, st.i)
         precond = st.preconditioner
         if theta and self._preconditioner is not None:
@@ -543,12 +394,12 @@ class ALMC(MCMCKernel):
             key_x,
             core,
             x_loglik,
-            self._x_score_fn(score_fn, theta),
+            conditional_score(score_fn, theta),
             step_params(self._schedule, i, precond),
         )
         diverging = info.is_diverging
         if theta:
-            z, ll, grad, theta_h, accept, theta_bad = self._theta_step(
+            z, ll, grad, theta_h, accept, theta_bad = theta_mala_step(
                 key_theta,
                 at_time(loglik_fn, new.time),
                 new.position,
@@ -580,45 +431,76 @@ class ALMC(MCMCKernel):
             rng_key=st.rng_key,
         )
 
-    @staticmethod
-    def _theta_step(key, loglik_fn, xs, theta, h, adapt):
-        """MALA on the non-score sites given the signal ``xs``; adapts ``h``.
 
-        Written here rather than taken from ``blackjax.mala`` for two reasons: the
-        gradient at the accepted point is of the *whole* position (signal and
-        other sites), and it is cached as the signal's likelihood gradient for the
-        next ALMC step; ``blackjax.mala`` keeps only the gradient in the sites it
-        moves, which would cost one more likelihood gradient per step. And
-        blackjax 1.7's MALA promotes float32 positions to float64 under x64
-        (its noise goes through a Python float); this draws in the position's
-        dtype.
-        """
-        key_prop, key_acc = jax.random.split(key)
-        flat, unravel = ravel_pytree(theta)
-        dtype = flat.dtype
+def _check_arguments(
+    model,
+    potential_fn,
+    score_fn,
+    *,
+    schedule,
+    preconditioner,
+    num_warm_start_steps,
+    likelihood_path,
+    schedule_knobs,
+):
+    """Every argument check of :class:`ALMC`, eagerly (before any run)."""
+    check_choice("likelihood_path", likelihood_path, ("paper", "noised"))
+    if likelihood_path == "noised" and model is None:
+        raise ValueError(
+            "likelihood_path='noised' reads the Gaussian observation from a "
+            "model; with `potential_fn` pass a noised_gaussian_likelihood to "
+            "run_almc instead."
+        )
+    if not (model is None) ^ (potential_fn is None):
+        raise ValueError("Give exactly one of `model` or `potential_fn`.")
+    if potential_fn is not None and not callable(score_fn):
+        raise ValueError(
+            "With `potential_fn`, also give `score_fn(z, t)` (the prior score)."
+        )
+    if model is not None and score_fn is not None:
+        raise ValueError(
+            "With a model, the score comes from its ScorePrior sites; "
+            "do not pass `score_fn`."
+        )
+    if schedule is not None and not isinstance(schedule, ALMCSchedule):
+        raise TypeError("`schedule` must be an ALMCSchedule or None.")
+    if isinstance(preconditioner, str) and preconditioner != "auto":
+        raise ValueError(
+            f"`preconditioner` must be 'auto', None or a preconditioner object, "
+            f"got {preconditioner!r}."
+        )
+    if num_warm_start_steps is not None:
+        _check_count("num_warm_start_steps", num_warm_start_steps)
+    # Validate the schedule knobs now, not at the first run.
+    budget_schedule(100, num_warm_start_steps=0, **schedule_knobs)
 
-        def full(v):
-            ll, grad = jax.value_and_grad(loglik_fn)({**xs, **unravel(v)})
-            g_theta, _ = ravel_pytree({k: grad[k] for k in theta})
-            return ll, grad, g_theta
 
-        ll0, grad0, g0 = full(flat)
-        noise = jax.random.normal(key_prop, flat.shape, dtype)
-        prop = flat + h * g0 + jnp.sqrt(2 * h) * noise
-        ll1, grad1, g1 = full(prop)
-
-        def log_q(to, frm, g):
-            return -jnp.sum((to - frm - h * g) ** 2) / (4 * h)
-
-        log_ratio = ll1 - ll0 + log_q(flat, prop, g1) - log_q(prop, flat, g0)
-        finite = jnp.isfinite(log_ratio) & jnp.all(jnp.isfinite(g1))
-        log_ratio = jnp.where(finite, log_ratio, -jnp.inf)
-        accept_prob = jnp.minimum(1.0, jnp.exp(log_ratio)).astype(dtype)
-        accept = jnp.log(jax.random.uniform(key_acc, dtype=dtype)) < log_ratio
-        z = {**xs, **unravel(jnp.where(accept, prop, flat))}
-        ll = jnp.where(accept, ll1, ll0)
-        grad = jax.tree.map(lambda a, b: jnp.where(accept, a, b), grad1, grad0)
-        # Robbins-Monro on log h during warmup only (frozen while sampling).
-        new_h = h * jnp.exp(0.05 * (accept_prob - _THETA_TARGET_ACCEPT))
-        h = jnp.where(adapt, new_h, h).astype(dtype)
-        return z, ll, grad, h, accept_prob, jnp.logical_not(finite)
+def numpyro_schedule(num_warmup, given, num_warm_start_steps, schedule_kwargs):
+    """The path NumPyro's warmup runs: the given schedule (``num_warmup`` must be
+    its length) or ``budget_schedule`` of ``num_warmup`` steps, the warm start a
+    tenth of them (at most 100) unless given."""
+    if given is not None:
+        if num_warmup != given.num_steps:
+            raise ValueError(
+                f"num_warmup={num_warmup} but the given schedule has "
+                f"{given.num_steps} steps; set "
+                f"num_warmup=schedule.num_steps ({given.num_steps})."
+            )
+        return given
+    if num_warmup < 10:
+        raise ValueError(
+            f"ALMC runs its warm start and annealing in NumPyro's warmup; "
+            f"num_warmup={num_warmup} is too short. Use num_warmup >= 10 (the "
+            "budget in score evaluations), or pass schedule=."
+        )
+    m = num_warm_start_steps
+    if m is None:
+        m = min(100, num_warmup // 10)
+    if m > num_warmup - 2:
+        raise ValueError(
+            f"num_warm_start_steps={m} leaves no annealing in num_warmup="
+            f"{num_warmup}; lower it or raise num_warmup."
+        )
+    return budget_schedule(
+        num_warmup - m + 1, num_warm_start_steps=m, **schedule_kwargs
+    )

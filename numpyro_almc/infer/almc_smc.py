@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from numpyro.util import is_prng_key
 
 from numpyro_almc.infer.almc import ALMC, ALMCSamplerState
+from numpyro_almc.infer.model_fns import conditional_score
 from numpyro_almc.path.schedules import step_params
 from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES, SMCState, check_smc_options
 from numpyro_almc.smc.evidence import lee_whiteley_log_se
@@ -251,7 +252,7 @@ class ALMCSMC(ALMC):
             xs, theta = self._split(moved.z)
 
             def x_score(x, t, theta_one):
-                return self._x_score_fn(score_fn, theta_one)(x, t)
+                return conditional_score(score_fn, theta_one)(x, t)
 
             inc = prior_log_weight_increments(
                 xs,

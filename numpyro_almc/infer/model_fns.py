@@ -29,8 +29,10 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
 from numpyro.handlers import seed, substitute, trace
-from numpyro.infer.util import constrain_fn
+from numpyro.infer.util import constrain_fn, initialize_model
+from numpyro.util import is_prng_key
 
+from numpyro_almc.infer.score_prior import score_prior_as_flat
 from numpyro_almc.path.likelihoods import (
     NoisedGaussianLikelihood,
     NoisedGaussianPreconditioner,
@@ -38,7 +40,12 @@ from numpyro_almc.path.likelihoods import (
 )
 from numpyro_almc.types import Array
 
-__all__ = ["LinearGaussianObservation", "find_linear_gaussian_observation"]
+__all__ = [
+    "LinearGaussianObservation",
+    "conditional_loglik",
+    "conditional_score",
+    "find_linear_gaussian_observation",
+]
 
 
 def _normal_of(fn):
@@ -217,3 +224,137 @@ def noised_preconditioner(observation, noise_std) -> NoisedGaussianPreconditione
 def observation_noise_std(observation, flat_model, model_args, model_kwargs, z):
     """The noise scale ``σ(θ)`` of the observation at ``z``."""
     return _loc_scale(flat_model, model_args, model_kwargs, z, observation.site)[1][0]
+
+
+class _XLikelihood:
+    """A time-dependent ``-R`` as a function of the ScorePrior sites (``(xs, t)``),
+    the other sites fixed."""
+
+    time_dependent = True
+
+    def __init__(self, loglik_fn, theta):
+        self._fn, self._theta = loglik_fn, theta
+        self.noise_std = getattr(loglik_fn, "noise_std", None)
+
+    def __call__(self, xs, t):
+        return self._fn({**xs, **self._theta}, t)
+
+
+def conditional_loglik(loglik_fn, theta):
+    """``-R`` as a function of the ScorePrior sites, the other sites fixed."""
+    if not theta:
+        return loglik_fn
+    if getattr(loglik_fn, "time_dependent", False):
+        return _XLikelihood(loglik_fn, theta)
+
+    def x_loglik(xs):
+        return loglik_fn({**xs, **theta})
+
+    return x_loglik
+
+
+def conditional_score(score_fn, theta):
+    """The score of the ScorePrior sites, the other sites fixed."""
+
+    def x_score(xs, t):
+        if not theta:
+            return score_fn(xs, t)
+        full = score_fn({**xs, **theta}, t)
+        return {k: full[k] for k in xs}
+
+    return x_score
+
+
+class ModelParts(NamedTuple):
+    """What :func:`init_model` learns about a model."""
+
+    score_sites: tuple
+    potential_fn_gen: object
+    postprocess_fn: object
+    observation: LinearGaussianObservation | None
+
+
+def init_model(
+    model, rng_key, model_args, model_kwargs, init_strategy, likelihood_path
+):
+    """Initialise the model's other sites (``init_strategy``; ScorePrior sites get a
+    placeholder), find its ScorePrior sites and, on the noised path, its Gaussian
+    observation. Returns ``(z0, ModelParts)``."""
+    flat_model = score_prior_as_flat(model)
+
+    def placeholder(site):
+        # ImproperUniform cannot be sampled: give ScorePrior sites a dummy value.
+        if (site.get("infer") or {}).get("score_prior") is not None:
+            return jnp.zeros(site["fn"].shape())
+        return None
+
+    tr = trace(substitute(seed(flat_model, 0), substitute_fn=placeholder)).get_trace(
+        *model_args, **(model_kwargs or {})
+    )
+    score_sites = tuple(
+        sorted(
+            name
+            for name, site in tr.items()
+            if site["type"] == "sample"
+            and (site.get("infer") or {}).get("score_prior") is not None
+        )
+    )
+    if not score_sites:
+        raise ValueError(
+            "The model has no ScorePrior site: ALMC needs at least one "
+            "numpyro.sample(name, ScorePrior(score_fn, event_shape)). For models "
+            "with ordinary priors use NUTS."
+        )
+    params_info, potential_fn_gen, postprocess_fn, _ = initialize_model(
+        rng_key,
+        flat_model,
+        dynamic_args=True,
+        init_strategy=init_strategy,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+    )
+    z0 = params_info[0]
+    observation = None
+    if likelihood_path == "noised":
+        one = z0 if is_prng_key(rng_key) else jax.tree.map(lambda v: v[0], z0)
+        observation = find_linear_gaussian_observation(
+            flat_model, model_args, model_kwargs or {}, one, score_sites
+        )
+    return z0, ModelParts(score_sites, potential_fn_gen, postprocess_fn, observation)
+
+
+def joint_fns(model, parts: ModelParts, model_args, model_kwargs):
+    """``(loglik_fn, score_fn)`` of the model on the unconstrained position ``z``:
+    ``loglik_fn = −R`` (time dependent on the noised path), ``score_fn(z, t)`` the
+    ScorePrior sites' score (zeros on the other sites)."""
+    model_kwargs = {} if model_kwargs is None else model_kwargs
+    potential = parts.potential_fn_gen(*model_args, **model_kwargs)
+    flat_model = score_prior_as_flat(model)
+
+    def score_fn(z, t):
+        values = constrain_fn(flat_model, model_args, model_kwargs, z)
+        tr = trace(seed(substitute(flat_model, data=values), 0)).get_trace(
+            *model_args, **model_kwargs
+        )
+        out = {}
+        for name, v in z.items():
+            prior = (tr[name].get("infer") or {}).get("score_prior")
+            out[name] = (
+                jnp.zeros_like(v) if prior is None else prior.batched_score(v, t)
+            )
+        return out
+
+    if parts.observation is not None:
+        loglik = noised_loglik_fn(
+            parts.observation,
+            potential,
+            flat_model,
+            model_args,
+            model_kwargs,
+            parts.score_sites,
+        )
+        loglik.noise_std = lambda z: observation_noise_std(
+            parts.observation, flat_model, model_args, model_kwargs, z
+        )
+        return loglik, score_fn
+    return (lambda z: -potential(z)), score_fn

@@ -32,8 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from blackjax.smc.resampling import systematic
 
-from numpyro_almc.baselines.mcgdiff import mcgdiff
-from numpyro_almc.baselines.tds import tds
+from numpyro_almc.baselines import mcgdiff, tds
 from numpyro_almc.testbeds import (
     gmm25_problem,
     max_sliced_wasserstein,

@@ -42,7 +42,13 @@ def gaussian_warm_start_log_normalizer(
     return -0.5 * (jnp.sum(white**2) + logdet + y.shape[0] * math.log(2 * math.pi))
 
 
-def lee_whiteley_log_se(state) -> Array:
+def lee_whiteley_log_se(
+    state=None,
+    *,
+    log_weights: ArrayLike | None = None,
+    ancestors: ArrayLike | None = None,
+    num_resampling: ArrayLike | None = None,
+) -> Array:
     r"""SE of ``log Ẑ`` from the Lee–Whiteley (2018) variance estimator.
 
     With normalised final weights ``W_i``, Eve (time-0 ancestor) indices ``E_i``
@@ -58,11 +64,44 @@ def lee_whiteley_log_se(state) -> Array:
     multinomial resampling; with the lower-variance schemes it is conservative in
     our tests. When every particle descends from one Eve, ``V̂ = 1``: the estimate
     is then uninformative rather than small.
+
+    Parameters
+    ----------
+    state
+        An SMC state with fields ``log_weights`` (``(N,)``, normalised),
+        ``ancestors`` (``(N,)`` int, the Eve indices) and ``num_resampling``.
+    log_weights, ancestors, num_resampling
+        The same three arrays, given instead of ``state`` (keyword-only; for
+        samplers whose carry is not such a state).
+
+    Examples
+    --------
+    Uniform weights, every particle its own Eve, no resampling: ``V̂ = 0``.
+
+    >>> import jax.numpy as jnp
+    >>> float(lee_whiteley_log_se(log_weights=jnp.full(4, -jnp.log(4.0)),
+    ...                           ancestors=jnp.arange(4), num_resampling=0))
+    0.0
     """
-    w = jnp.exp(state.log_weights)
+    arrays = (log_weights, ancestors, num_resampling)
+    if state is not None:
+        if any(a is not None for a in arrays):
+            raise TypeError(
+                "Pass either `state` or `log_weights`, `ancestors` and "
+                "`num_resampling`, not both."
+            )
+        arrays = (state.log_weights, state.ancestors, state.num_resampling)
+    elif any(a is None for a in arrays):
+        raise TypeError(
+            "Pass an SMC `state`, or all of `log_weights`, `ancestors` and "
+            "`num_resampling`."
+        )
+    log_weights, ancestors, num_resampling = arrays
+    w = jnp.exp(log_weights)
     n = w.shape[0]
-    per_eve = jax.ops.segment_sum(w, state.ancestors, num_segments=n)
+    per_eve = jax.ops.segment_sum(w, ancestors, num_segments=n)
     cross = jnp.clip(1.0 - jnp.sum(per_eve**2), 0.0, 1.0)
-    factor = jnp.exp((state.num_resampling + 1).astype(w.dtype) * math.log(n / (n - 1)))
+    power = (jnp.asarray(num_resampling) + 1).astype(w.dtype)
+    factor = jnp.exp(power * math.log(n / (n - 1)))
     rel_var = jnp.clip(1.0 - factor * cross, 0.0, None)
     return jnp.sqrt(jnp.log1p(rel_var))

@@ -80,7 +80,7 @@ ANALYSIS = """\
      bias the weights between modes. The trapezoid rule (`quadrature="trapezoid"`,
      one more score evaluation + divergence per step) is second order: on the
      conflict/bars grids of 100 steps its error sd is 0.0003–0.002 vs 0.054 for the
-     right-point rule (tests/test_smc.py checks it is ≥ 10× more accurate).
+     right-point rule (tests/smc/test_smc.py checks it is ≥ 10× more accurate).
 * **Cost of the divergence** (compiled, 2 loaded CPU cores): exact divergence
   (d JVPs) makes a run 3.0× (conflict, d = 10) and 7.6× (gmm25, d = 8, 25
   components) as long as plain ALMC; Hutchinson with one Rademacher probe 2.2× and

@@ -13,7 +13,12 @@ from numpyro.util import is_prng_key
 from numpyro_almc.infer.almc import ALMC, ALMCSamplerState
 from numpyro_almc.infer.model_fns import conditional_score
 from numpyro_almc.path.schedules import step_params
-from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES, SMCState, check_smc_options
+from numpyro_almc.smc.almc_smc import (
+    RESAMPLING_SCHEMES,
+    SMCOptions,
+    SMCState,
+    check_ess_threshold,
+)
 from numpyro_almc.smc.evidence import lee_whiteley_log_se
 from numpyro_almc.smc.kernel import fk_step
 from numpyro_almc.smc.weights import (
@@ -151,17 +156,9 @@ class ALMCSMC(ALMC):
         **kwargs,
     ):
         super().__init__(model, potential_fn, score_fn, **kwargs)
-        num_probes = check_smc_options(
-            ess_threshold=ess_threshold,
+        self._ess_threshold = check_ess_threshold(ess_threshold)
+        self._options = SMCOptions.build(
             resampling=resampling,
-            divergence=divergence,
-            num_probes=num_probes,
-            quadrature=quadrature,
-            warm_start_correction=warm_start_correction,
-        )
-        self._ess_threshold = float(ess_threshold)
-        self._resampling = resampling
-        self._weight_options = dict(
             divergence=divergence,
             num_probes=num_probes,
             quadrature=quadrature,
@@ -262,7 +259,7 @@ class ALMCSMC(ALMC):
                 x_score,
                 key,
                 context=theta,
-                **self._weight_options,
+                **self._options.weight_options,
             )
             # On the noised path the likelihood changes with t too (0 otherwise).
             return inc + likelihood_log_weight_increments(
@@ -283,7 +280,7 @@ class ALMCSMC(ALMC):
             move,
             weight,
             threshold,
-            RESAMPLING_SCHEMES[self._resampling],
+            RESAMPLING_SCHEMES[self._options.resampling],
         )
 
         def per_particle(value):

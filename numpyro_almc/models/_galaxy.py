@@ -3,7 +3,7 @@ r"""Pretrained galaxy-image diffusion priors from galaxygrad 0.2.1 (extra ``[gal
 The ``galaxygrad`` 0.2.1 wheel (Sampson et al., arXiv:2401.07313) ships Equinox
 score networks trained on survey galaxy images. This module loads them offline,
 by path, and wraps them as OU score functions of this package. Facts about the
-networks that the wrapper relies on (checked in ``tests/test_galaxy.py``):
+networks that the wrapper relies on (checked in ``tests/models/test_galaxy.py``):
 
 * **Data space.** The networks model :math:`u = \log(1 + f) / 0.1` of a
   single-band flux image :math:`f` (``galaxygrad``'s own wrapper applies this map

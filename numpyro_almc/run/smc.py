@@ -17,9 +17,9 @@ from numpyro_almc.run.chains import starting_positions
 from numpyro_almc.run.loop import scan_steps
 from numpyro_almc.smc.almc_smc import (
     SMCInfo,
+    SMCOptions,
     SMCState,
-    build_smc_kernel,
-    check_smc_options,
+    check_ess_threshold,
     init_smc,
 )
 from numpyro_almc.smc.evidence import lee_whiteley_log_se
@@ -86,11 +86,7 @@ class SMCResult(NamedTuple):
         "loglikelihood_fn",
         "score_fn",
         "reference_score_fn",
-        "divergence",
-        "num_probes",
-        "resampling",
-        "quadrature",
-        "warm_start_correction",
+        "options",
     ),
 )
 def _run_smc(
@@ -103,20 +99,9 @@ def _run_smc(
     loglikelihood_fn,
     score_fn,
     reference_score_fn,
-    divergence,
-    num_probes,
-    resampling,
-    quadrature,
-    warm_start_correction,
+    options,
 ):
-    kernel = build_smc_kernel(
-        divergence=divergence,
-        num_probes=num_probes,
-        resampling=resampling,
-        quadrature=quadrature,
-        warm_start_correction=warm_start_correction,
-        reference_score_fn=reference_score_fn,
-    )
+    kernel = options.kernel(reference_score_fn)
     state = init_smc(
         positions,
         loglikelihood_fn,
@@ -229,8 +214,8 @@ def run_almc_smc(
     """
     check_schedule(schedule)
     num_particles = check_count("num_particles", num_particles, 2)
-    num_probes = check_smc_options(
-        ess_threshold=ess_threshold,
+    ess_threshold = check_ess_threshold(ess_threshold)
+    options = SMCOptions.build(
         resampling=resampling,
         divergence=divergence,
         num_probes=num_probes,
@@ -260,11 +245,7 @@ def run_almc_smc(
         loglikelihood_fn=by_identity(loglikelihood_fn),
         score_fn=by_identity(score_fn),
         reference_score_fn=by_identity(reference_score_fn),
-        divergence=divergence,
-        num_probes=num_probes,
-        resampling=resampling,
-        quadrature=quadrature,
-        warm_start_correction=warm_start_correction,
+        options=options,
     )
     log_evidence = None
     if time_dependent and hasattr(loglikelihood_fn, "warm_start_log_normalizer"):

@@ -4,6 +4,7 @@ and the evidence."""
 from numpyro_almc.smc.almc_smc import (
     RESAMPLING_SCHEMES,
     SMCInfo,
+    SMCOptions,
     SMCState,
     as_top_level_api,
     build_smc_kernel,
@@ -23,6 +24,7 @@ from numpyro_almc.smc.weights import (
 __all__ = [
     "RESAMPLING_SCHEMES",
     "SMCInfo",
+    "SMCOptions",
     "SMCState",
     "as_top_level_api",
     "build_smc_kernel",

@@ -65,7 +65,9 @@ from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 __all__ = [
     "SMCState",
     "SMCInfo",
+    "SMCOptions",
     "as_top_level_api",
+    "check_ess_threshold",
     "build_smc_kernel",
     "init_smc",
 ]
@@ -308,24 +310,80 @@ def build_smc_kernel(
     return kernel
 
 
-def check_smc_options(
-    *,
-    ess_threshold,
-    resampling,
-    divergence,
-    num_probes,
-    quadrature,
-    warm_start_correction,
-) -> int:
-    """Validate the knobs shared by :func:`run_almc_smc` and the NumPyro ``ALMCSMC``;
-    returns ``num_probes`` as an int."""
+def check_ess_threshold(ess_threshold) -> float:
+    """``ess_threshold`` as a float in ``[0, 1]`` (a numeric knob: traced, so
+    changing it does not recompile)."""
     if not isinstance(ess_threshold, numbers.Real) or not 0 <= ess_threshold <= 1:
         raise ValueError(f"`ess_threshold` must be in [0, 1], got {ess_threshold!r}.")
-    check_choice("divergence", divergence, DIVERGENCES)
-    check_choice("resampling", resampling, tuple(RESAMPLING_SCHEMES))
-    check_choice("quadrature", quadrature, _QUADRATURES)
-    check_choice("warm_start_correction", warm_start_correction, _CORRECTIONS)
-    return check_count("num_probes", num_probes, 1)
+    return float(ess_threshold)
+
+
+class SMCOptions(NamedTuple):
+    """The structural knobs of ALMC-SMC, validated once by :meth:`build`
+    (hashable: a static argument of the jitted driver). The numeric
+    ``ess_threshold`` is checked by :func:`check_ess_threshold` and traced.
+
+    Attributes
+    ----------
+    resampling
+        A scheme of ``blackjax.smc.resampling`` (see ``RESAMPLING_SCHEMES``).
+    divergence, num_probes, quadrature, warm_start_correction
+        How the score-only weights are computed (see :func:`build_smc_kernel`).
+
+    Examples
+    --------
+    >>> SMCOptions.build(divergence="hutchinson", num_probes=2).weight_options
+    {'divergence': 'hutchinson', 'num_probes': 2, 'quadrature': 'right', \
+'warm_start_correction': 'tail'}
+    """
+
+    resampling: str = "systematic"
+    divergence: str = "exact"
+    num_probes: int = 1
+    quadrature: str = "right"
+    warm_start_correction: str = "tail"
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        resampling="systematic",
+        divergence="exact",
+        num_probes=1,
+        quadrature="right",
+        warm_start_correction="tail",
+    ) -> SMCOptions:
+        """Check every knob (in Python, before tracing) and return the options."""
+        check_choice("divergence", divergence, DIVERGENCES)
+        check_choice("resampling", resampling, tuple(RESAMPLING_SCHEMES))
+        check_choice("quadrature", quadrature, _QUADRATURES)
+        check_choice("warm_start_correction", warm_start_correction, _CORRECTIONS)
+        num_probes = check_count("num_probes", num_probes, 1)
+        return cls(
+            resampling,
+            divergence,
+            num_probes,
+            quadrature,
+            warm_start_correction,
+        )
+
+    @property
+    def weight_options(self) -> dict:
+        """The keyword arguments of the score-only weight term."""
+        return dict(
+            divergence=self.divergence,
+            num_probes=self.num_probes,
+            quadrature=self.quadrature,
+            warm_start_correction=self.warm_start_correction,
+        )
+
+    def kernel(self, reference_score_fn=standard_normal_score):
+        """:func:`build_smc_kernel` with these options."""
+        return build_smc_kernel(
+            resampling=self.resampling,
+            reference_score_fn=reference_score_fn,
+            **self.weight_options,
+        )
 
 
 def as_top_level_api(
@@ -363,22 +421,14 @@ def as_top_level_api(
     ((16, 2), (16,))
     """
     check_schedule(schedule)
-    num_probes = check_smc_options(
-        ess_threshold=ess_threshold,
+    ess_threshold = check_ess_threshold(ess_threshold)
+    kernel = SMCOptions.build(
         resampling=resampling,
         divergence=divergence,
         num_probes=num_probes,
         quadrature=quadrature,
         warm_start_correction=warm_start_correction,
-    )
-    kernel = build_smc_kernel(
-        divergence=divergence,
-        num_probes=num_probes,
-        resampling=resampling,
-        quadrature=quadrature,
-        warm_start_correction=warm_start_correction,
-        reference_score_fn=reference_score_fn,
-    )
+    ).kernel(reference_score_fn)
 
     def init_fn(positions: ArrayLikeTree, rng_key: PRNGKey | None = None) -> SMCState:
         del rng_key

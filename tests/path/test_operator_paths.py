@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_kernel import assert_moments, noised_moments, ula_stationary_cov
+from gaussian_exact import assert_moments, noised_moments, ula_stationary_cov
 
 import numpyro_almc as na
 from numpyro_almc import operators as ops

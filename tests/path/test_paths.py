@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_kernel import (
+from gaussian_exact import (
     PRIOR_COV,
     PRIOR_MEAN,
     SCORE,

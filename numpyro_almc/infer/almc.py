@@ -115,6 +115,21 @@ class ALMC(MCMCKernel):
         acceptance during warmup).
     init_strategy
         NumPyro init strategy for the sites that are not ScorePriors.
+    likelihood_path
+        ``"paper"`` (default): the likelihood as written. ``"noised"``: the model's
+        Gaussian observation is replaced along the path by its noised version
+        (:mod:`numpyro_almc.infer.model_fns`); with :class:`ALMCSMC` this is the
+        best ALMC-family sampler we measured (``benchmarks/results``).
+
+    Notes
+    -----
+    The class is long because NumPyro's ``MCMCKernel`` contract is a dozen methods
+    and properties (``init``, ``sample``, ``sample_field``, ``default_fields``,
+    ``postprocess_fn``, ``get_diagnostics_str``, ``wrap_model``, ``refresh``,
+    pickling); the work is elsewhere: the move is
+    :func:`numpyro_almc.mcmc.build_kernel`, the model plumbing
+    :mod:`numpyro_almc.infer.model_fns`, the other sites' step
+    :mod:`numpyro_almc.infer.mala`.
 
     Examples
     --------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import logging
+import math
 from typing import NamedTuple
 
 import jax
@@ -23,12 +25,23 @@ from numpyro_almc.infer.model_fns import (
 )
 from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
-from numpyro_almc.path.preconditioners import hessian_preconditioner
+from numpyro_almc.path.preconditioners import (
+    hessian_diagonal_preconditioner,
+    hessian_preconditioner,
+)
 from numpyro_almc.path.schedules import ALMCSchedule, budget_schedule, step_params
 from numpyro_almc.run.chains import standard_normal_like
 from numpyro_almc.types import Array, ArrayTree
 
 __all__ = ["ALMC", "ALMCSamplerState"]
+
+
+_logger = logging.getLogger("numpyro_almc")
+
+#: Above this many ScorePrior numbers, ``preconditioner="auto"`` uses the Hessian's
+#: diagonal at the start (``d`` Hessian-vector products once) instead of a dense
+#: ``d × d`` Hessian, re-formed and factored at every step when other sites move.
+AUTO_DENSE_MAX_DIM = 2048
 
 
 class ALMCSamplerState(NamedTuple):
@@ -109,7 +122,9 @@ class ALMC(MCMCKernel):
         function ``theta -> preconditioner`` of the other sites' unconstrained values.
         With other sites, ``"auto"`` and functions are re-evaluated at every step
         from their current values (exact: given them ``M`` is constant). ``"auto"``
-        builds a dense Hessian: for signals up to a few thousand numbers.
+        builds a dense Hessian up to ``AUTO_DENSE_MAX_DIM`` (2048) ScorePrior
+        numbers; above that it takes the Hessian's diagonal once, at the start, and
+        says so in a log line (``logging.getLogger("numpyro_almc")``).
     theta_step_size
         Initial MALA step size of the sites that are not ScorePriors (adapted to 57 %
         acceptance during warmup).
@@ -297,10 +312,24 @@ class ALMC(MCMCKernel):
                 self._observation, x_loglik.noise_std({**xs, **theta})
             )
         if isinstance(precond, str):  # "auto": curvature at x = 0 (the prior mean)
-            return hessian_preconditioner(x_loglik, jax.tree.map(jnp.zeros_like, xs))
+            zeros = jax.tree.map(jnp.zeros_like, xs)
+            if self._diagonal_auto(xs):
+                return hessian_diagonal_preconditioner(x_loglik, zeros)
+            return hessian_preconditioner(x_loglik, zeros)
         if callable(precond) and not hasattr(precond, "apply"):
             return precond(theta)
         return precond
+
+    def _diagonal_auto(self, xs) -> bool:
+        """Whether ``"auto"`` takes the Hessian's diagonal, fixed at the start: above
+        ``AUTO_DENSE_MAX_DIM`` ScorePrior numbers (and off the noised path, whose
+        preconditioner comes from the observation's factorised operator)."""
+        size = sum(math.prod(jnp.shape(v)) for v in jax.tree.leaves(xs))
+        return (
+            isinstance(self._preconditioner, str)
+            and self._observation is None
+            and size > AUTO_DENSE_MAX_DIM
+        )
 
     def _joint_fns(self, model_args, model_kwargs):
         """``(loglik_fn, score_fn)`` on the unconstrained position for these args."""
@@ -340,6 +369,16 @@ class ALMC(MCMCKernel):
             z = init_params
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
         schedule = self._schedule
+        if self._model is not None and self._diagonal_auto(
+            {k: z[k] for k in self._score_sites}
+        ):
+            _logger.info(
+                "ALMC: preconditioner='auto' with more than %d ScorePrior numbers uses "
+                "the diagonal of the Hessian of R at the start, fixed for the run "
+                "(a dense Hessian per step would cost O(d^3)); pass a preconditioner "
+                "(e.g. linear_gaussian_preconditioner of an operator) for more.",
+                AUTO_DENSE_MAX_DIM,
+            )
 
         def one(z, key):
             xs, theta = self._split(z)
@@ -400,7 +439,7 @@ class ALMC(MCMCKernel):
         x_loglik = conditional_loglik(loglik_fn, theta)
         core = ALMCState(xs, st.score, st.measurement_loglik, x_grad, st.time, st.i)
         precond = st.preconditioner
-        if theta and self._preconditioner is not None:
+        if theta and self._preconditioner is not None and not self._diagonal_auto(xs):
             # M may depend on the other sites (e.g. (I + AᵀA/σ²)^{-1}): recompute
             # it from their current values. Given those values M is constant, so
             # the signal update still targets its exact conditional.

@@ -718,3 +718,47 @@ def test_theta_mala_step_keeps_its_conditional_exactly():
     # exact N(0, 1): SE of the variance is sqrt(2 / n) = 0.01
     assert abs(draws.var() - 1.0) < 4 * np.sqrt(2 / n)
     assert abs(draws.mean()) < 4 / np.sqrt(n)
+
+
+def test_auto_preconditioner_above_the_dense_size_is_a_fixed_diagonal(
+    monkeypatch, caplog
+):
+    """Above ``AUTO_DENSE_MAX_DIM`` ScorePrior numbers, ``"auto"`` takes the exact
+    Hessian diagonal at the start (here ``∇²R = diag(w²)/σ₀²`` at the initial σ), keeps
+    it for the run (no dense Hessian per step) and says so in a log line."""
+    import logging
+
+    from numpyro_almc.infer import almc as almc_module
+
+    monkeypatch.setattr(almc_module, "AUTO_DENSE_MAX_DIM", 3)
+    weights = jnp.array([1.0, 2.0, 0.5, 3.0])
+
+    def model(y=None):
+        x = numpyro.sample("x", ScorePrior(gaussian_score(jnp.zeros(4), jnp.eye(4)), 4))
+        sigma = numpyro.sample("sigma", dist.LogNormal(jnp.log(0.5), 0.1))
+        numpyro.sample("y", dist.Normal(weights * x, sigma).to_event(1), obs=y)
+
+    y = jnp.array([0.3, -0.2, 0.1, 0.5])
+    mcmc = MCMC(
+        ALMC(model),
+        num_warmup=30,
+        num_samples=5,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    with caplog.at_level(logging.INFO, logger="numpyro_almc"):
+        mcmc.warmup(jax.random.key(0), y=y)
+    assert any("diagonal of the Hessian" in r.getMessage() for r in caplog.records)
+    first = mcmc.post_warmup_state.preconditioner
+    assert isinstance(first, na.path.DiagonalPreconditioner)
+    mcmc.run(jax.random.key(1), y=y)
+    last = mcmc.last_state.preconditioner
+    np.testing.assert_array_equal(first.diagonal, last.diagonal)  # fixed
+    # The exact diagonal at the start is 1 / (1 + w² / σ₀²) with σ₀ the initial noise
+    # scale: every coordinate implies the same σ₀ (init_to_median: near 0.5).
+    d = np.asarray(first.diagonal[0], np.float64)
+    implied = np.sqrt(np.asarray(weights) ** 2 * d / (1.0 - d))
+    np.testing.assert_allclose(implied, implied[0], rtol=1e-4)
+    assert abs(implied[0] - 0.5) < 0.05
+    assert np.all(np.isfinite(mcmc.get_samples()["x"]))

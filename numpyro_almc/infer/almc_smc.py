@@ -115,6 +115,10 @@ class ALMCSMC(ALMC):
 
     Notes
     -----
+    The class is past 150 lines only because NumPyro's ensemble-kernel contract
+    (init, sample, diagnostics, the evidence accessor) lives here; each step is one
+    :func:`numpyro_almc.smc.fk_step` over :class:`ALMC`'s move.
+
     ``mcmc.last_state.log_evidence_ratio[0]`` estimates ``log Z_τ − log Z_∞`` with
     ``Z_t = ∫ p_t(x) e^{-R} dx dθ``; :meth:`log_evidence_ratio` returns it with its
     Lee–Whiteley standard error. Collect ``ess`` and ``resampled`` with

@@ -310,6 +310,10 @@ def run_almc_chunked(
 ) -> ChunkedResult:
     r"""Run :func:`run_almc` in chunks of ``chunk_size`` steps, streaming to disk.
 
+    (Long because it is the file protocol: the run's fingerprint, fresh start or
+    resume, multi-process state files and the barrier between them; the steps
+    themselves are :func:`numpyro_almc.run.loop.run_chains`.)
+
     Device memory holds one chunk's kept draws at most; host memory the same, as
     each chunk is written and dropped. The steps are exactly those of
     ``run_almc(rng_key, ..., num_chains=num_chains, num_steps=num_steps)``: the final

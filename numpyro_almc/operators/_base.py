@@ -123,7 +123,9 @@ class AbstractLinearOperator(eqx.Module):
     functions; changing ``a``/``b`` (the noise scale) then never recompiles.
 
     Subclasses implement :meth:`apply`, :meth:`adjoint` and the solves; this class
-    supplies :meth:`as_matrix` and :meth:`preconditioner`.
+    supplies :meth:`as_matrix` and :meth:`preconditioner`. It is long because it
+    declares, with docstrings and examples, the whole interface every operator
+    shares (apply, adjoint, four solves and log-determinants, the spectral functions).
 
     Examples
     --------

@@ -109,7 +109,9 @@ class AbstractMatrixFreeOperator(AbstractLinearOperator):
 
     Subclasses give ``apply``/``adjoint``; they may override
     ``_normal_preconditioner(a, b)`` / ``_outer_preconditioner(a, b)`` (a function
-    ``v ↦ M v`` with ``M`` SPD, or None) to speed up CG.
+    ``v ↦ M v`` with ``M`` SPD, or None) to speed up CG. It is long because it holds
+    every iterative solve in one place (CG through lineax with its convergence
+    check, the Chebyshev root, the ``*_info`` variants).
 
     Examples
     --------

@@ -178,12 +178,14 @@ def find_linear_gaussian_observation(
 
 class NoisedModelLikelihood:
     """``(z, t) -> log L_t + log p(θ)`` (with Jacobians): the model's ``−R`` with its
-    Gaussian observation replaced by the noised one (``time_dependent``)."""
+    Gaussian observation replaced by the noised one (``time_dependent``);
+    ``noise_std(z)`` is the observation's noise scale at ``z``."""
 
     time_dependent = True
 
-    def __init__(self, fn, observation):
+    def __init__(self, fn, noise_std_fn, observation):
         self._fn = fn
+        self.noise_std = noise_std_fn
         self.observation = observation
 
     def __call__(self, z, t):
@@ -203,17 +205,16 @@ def noised_loglik_fn(
         offset = loc - observation.A.astype(loc.dtype) @ x_flat
         observed_loglik = jnp.sum(fn.log_prob(jnp.reshape(y, jnp.shape(fn.mean))))
         lik = observation.template._replace(y=y - offset, noise_std=scale[0])
-        dtype = x_flat.dtype
-        tt = jnp.asarray(t, dtype)
-        a = jnp.where(jnp.isinf(tt), jnp.zeros_like(tt), jnp.exp(-tt))
-        c = a**2 * scale[0].astype(dtype) ** 2 + (1 - a**2) * lik.sq_singular.astype(
-            dtype
-        )
         # -½ log det C_t: the part of the normaliser that depends on σ.
-        log_det = jnp.sum(jnp.where(c > 0, jnp.log(jnp.where(c > 0, c, 1.0)), 0.0))
+        log_det = lik.scaled_log_det(t, x_flat.dtype)
         return -potential(z) - observed_loglik + lik(x_flat, t) - 0.5 * log_det
 
-    return NoisedModelLikelihood(loglik, observation)
+    def noise_std(z):
+        return observation_noise_std(
+            observation, flat_model, model_args, model_kwargs, z
+        )
+
+    return NoisedModelLikelihood(loglik, noise_std, observation)
 
 
 def noised_preconditioner(observation, noise_std) -> NoisedGaussianPreconditioner:
@@ -332,10 +333,7 @@ def joint_fns(model, parts: ModelParts, model_args, model_kwargs):
     flat_model = score_prior_as_flat(model)
 
     def score_fn(z, t):
-        values = constrain_fn(flat_model, model_args, model_kwargs, z)
-        tr = trace(seed(substitute(flat_model, data=values), 0)).get_trace(
-            *model_args, **model_kwargs
-        )
+        tr = _trace(flat_model, model_args, model_kwargs, z)
         out = {}
         for name, v in z.items():
             prior = (tr[name].get("infer") or {}).get("score_prior")
@@ -352,9 +350,6 @@ def joint_fns(model, parts: ModelParts, model_args, model_kwargs):
             model_args,
             model_kwargs,
             parts.score_sites,
-        )
-        loglik.noise_std = lambda z: observation_noise_std(
-            parts.observation, flat_model, model_args, model_kwargs, z
         )
         return loglik, score_fn
     return (lambda z: -potential(z)), score_fn

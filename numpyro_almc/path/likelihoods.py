@@ -111,15 +111,27 @@ class NoisedGaussianLikelihood(NamedTuple):
             a, cov = _scaled_system(A, self.noise_std.astype(dtype), t, dtype)
             r = a * self.y.astype(dtype) - A @ x
             return -0.5 * r @ jnp.linalg.solve(cov, r)
+        a, c = self.scaled_variances(t, dtype)
+        r = self.left.astype(dtype).T @ (a * self.y.astype(dtype) - A @ x)
+        # c_i = 0 only at t = inf along a null direction of Aᵀ, where r_i = 0 too.
+        positive = c > 0
+        return -0.5 * jnp.sum(jnp.where(positive, r**2 / jnp.where(positive, c, 1), 0))
+
+    def scaled_variances(self, t, dtype) -> tuple[Array, Array]:
+        """``(a, c)``: ``a = e^{-t}`` (0 at ``t = inf``) and the eigenvalues ``c`` of
+        ``C_t = a² σ² I + (1 − a²) A Aᵀ`` in the basis ``left`` (needs the SVD)."""
         t = jnp.asarray(t, dtype)
         a = jnp.where(jnp.isinf(t), jnp.zeros_like(t), jnp.exp(-t))
         c = a**2 * self.noise_std.astype(dtype) ** 2 + (1 - a**2) * (
             self.sq_singular.astype(dtype)
         )
-        r = self.left.astype(dtype).T @ (a * self.y.astype(dtype) - A @ x)
-        # c_i = 0 only at t = inf along a null direction of Aᵀ, where r_i = 0 too.
-        positive = c > 0
-        return -0.5 * jnp.sum(jnp.where(positive, r**2 / jnp.where(positive, c, 1), 0))
+        return a, c
+
+    def scaled_log_det(self, t, dtype) -> Array:
+        """``log det C_t`` over the directions where ``C_t`` is positive (finite at
+        ``t = inf``); the part of the normaliser that depends on ``σ``."""
+        _, c = self.scaled_variances(t, dtype)
+        return jnp.sum(jnp.where(c > 0, jnp.log(jnp.where(c > 0, c, 1.0)), 0.0))
 
     def log_normalizer(self, t) -> Array:
         r"""``c_t`` with ``log N(y; e^{t} A x, Σ_t) = lik(x, t) + c_t`` (finite ``t``).

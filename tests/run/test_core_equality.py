@@ -184,6 +184,22 @@ def _potential(z):
     return -loglik(z)
 
 
+def _facade(kernel_class, sched, precond, num_chains):
+    """``MCMC`` of a NumPyro façade on ``-(-loglik)`` (exact negations), vectorized
+    chains, the warmup exactly the schedule."""
+    kernel = kernel_class(
+        potential_fn=_potential, score_fn=SCORE, schedule=sched, preconditioner=precond
+    )
+    return MCMC(
+        kernel,
+        num_warmup=sched.num_steps,
+        num_samples=1,
+        num_chains=num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+
+
 def test_numpyro_almc_follows_the_drivers_key_stream():
     """``MCMC(ALMC(...), chain_method="vectorized")`` and ``run_almc`` with the same
     key run the same chains: NumPyro's chain keys are ``split(key, n)[c] ==
@@ -203,17 +219,7 @@ def test_numpyro_almc_follows_the_drivers_key_stream():
         init_positions=start,
         preconditioner=precond,
     )
-    kernel = na.ALMC(
-        potential_fn=_potential, score_fn=SCORE, schedule=sched, preconditioner=precond
-    )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=sched.num_steps,
-        num_samples=1,
-        num_chains=n,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
+    mcmc = _facade(na.ALMC, sched, precond, n)
     mcmc.warmup(key, init_params=start)
     z = mcmc.post_warmup_state.z
     np.testing.assert_array_equal(z, ref.state.position)
@@ -238,17 +244,7 @@ def test_numpyro_almc_smc_is_run_almc_smc():
         init_positions=start,
         preconditioner=precond,
     )
-    kernel = na.ALMCSMC(
-        potential_fn=_potential, score_fn=SCORE, schedule=sched, preconditioner=precond
-    )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=sched.num_steps,
-        num_samples=1,
-        num_chains=n,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
+    mcmc = _facade(na.ALMCSMC, sched, precond, n)
     mcmc.warmup(key, init_params=start, extra_fields=("ess",), collect_warmup=True)
     ess = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["ess"])[0]
     # The ESS is a reduction over particles, which XLA may order differently in the

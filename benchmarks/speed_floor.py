@@ -11,16 +11,19 @@ wall time per step and its ratio to the floor measured in the same process.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import platform
 import statistics
 import time
+from typing import NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import MCMC
+from numpyro.infer.mcmc import MCMCKernel
 
 import numpyro_almc as na
 
@@ -56,18 +59,26 @@ def problem(dim: int, key):
     return loglik, score
 
 
-def floor_fn(loglik, score, schedule, num_chains, dim):
-    """The hand-written floor: the same update in one jitted scan."""
+def floor_fn(loglik, score, schedule, num_chains, dim, per_chain_keys=False):
+    """The hand-written floor: the same update in one jitted scan. With
+    ``per_chain_keys`` each chain draws its noise from its own key, as the drivers
+    do (chain ``c`` is then the same draw whatever the number of chains)."""
 
     @jax.jit
     def run(key, x0):
         grad = jax.vmap(jax.grad(loglik))
+        keys = jax.random.split(key, num_chains)
 
         def body(carry, i):
             x, s, g = carry
             t_next = schedule.times[i + 1]
             h = schedule.step_sizes[i]
-            noise = jax.random.normal(jax.random.fold_in(key, i), x.shape)
+            if per_chain_keys:
+                noise = jax.vmap(
+                    lambda k: jax.random.normal(jax.random.fold_in(k, i), (dim,))
+                )(keys)
+            else:
+                noise = jax.random.normal(jax.random.fold_in(key, i), x.shape)
             x = x + h * (s + g) + jnp.sqrt(2 * h) * noise
             s = jax.lax.cond(
                 jnp.isinf(t_next),
@@ -99,7 +110,7 @@ def timed_interleaved(fns: dict, key):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench(dim: int, num_chains: int, num_steps: int):
+def bench(dim: int, num_chains: int, num_steps: int, numpyro_steps: int):
     key = jax.random.key(0)
     loglik, score = problem(dim, key)
     schedule = na.budget_schedule(num_steps, num_warm_start_steps=0, step_size=0.1)
@@ -108,6 +119,8 @@ def bench(dim: int, num_chains: int, num_steps: int):
     fns = {}
     floor = floor_fn(loglik, score, schedule, num_chains, dim)
     fns["hand-written lax.scan (floor)"] = lambda k: floor(k, x0)
+    keyed = floor_fn(loglik, score, schedule, num_chains, dim, per_chain_keys=True)
+    fns["hand-written lax.scan, a key per chain"] = lambda k: keyed(k, x0)
     fns["run_almc driver"] = lambda k: (
         na.run_almc(
             k,
@@ -132,14 +145,72 @@ def bench(dim: int, num_chains: int, num_steps: int):
 
     fns["BlackJAX run_inference_algorithm (vmap)"] = bj
 
-    kernel = na.ALMC(
-        potential_fn=lambda x: -loglik(x),
-        score_fn=score,
-        preconditioner=None,
-        num_warm_start_steps=0,
-    )
+    numpyro_fns, numpyro_per_step = numpyro_rows(loglik, score, x0, numpyro_steps)
+    # One interleaved timing for every row, so each ratio is to the floor measured
+    # under the same load.
+    t = timed_interleaved({**fns, **numpyro_fns}, key)
+    per_step = {name: t[name] / steps for name in fns}
+    per_step.update(numpyro_per_step(t))
+    return per_step, steps
 
-    def numpyro_run(k, num_warmup):
+
+class MinimalState(NamedTuple):
+    i: jax.Array
+    z: jax.Array
+    score: jax.Array
+    grad: jax.Array
+    rng_key: jax.Array
+
+
+class MinimalKernel(MCMCKernel):
+    """The floor's update as a NumPyro kernel (one key derivation per step, no
+    checks, no diagnostics): what NumPyro's own loop costs around any kernel."""
+
+    sample_field = "z"
+
+    def __init__(self, loglik, score, schedule):
+        self.loglik, self.score, self.schedule = loglik, score, schedule
+
+    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
+        grad = jax.vmap(jax.grad(self.loglik))(init_params)
+        steps = jnp.zeros(init_params.shape[0], jnp.int32)
+        return MinimalState(steps, init_params, -init_params, grad, rng_key)
+
+    def sample(self, state, model_args, model_kwargs):
+        i = state.i[0]
+        t_next, h = self.schedule.times[i + 1], self.schedule.step_sizes[i]
+
+        def one(st):
+            noise = jax.random.normal(jax.random.fold_in(st.rng_key, i), st.z.shape)
+            x = st.z + h * (st.score + st.grad) + jnp.sqrt(2 * h) * noise
+            s = jax.lax.cond(
+                jnp.isinf(t_next), lambda: -x, lambda: self.score(x, t_next)
+            )
+            return MinimalState(st.i + 1, x, s, jax.grad(self.loglik)(x), st.rng_key)
+
+        return jax.vmap(one)(state)
+
+
+def numpyro_rows(loglik, score, x0, steps):
+    """Runs of NumPyro's ``MCMC`` loop around ALMC and around the minimal kernel,
+    and the function turning their times into per-iteration costs. ``MCMC.run``
+    compiles on every call: runs of ``steps`` and ``2·steps`` iterations are timed
+    and the difference divided by ``steps``."""
+    num_chains = x0.shape[0]
+    schedule = na.budget_schedule(2 * steps + 1, num_warm_start_steps=0, step_size=0.1)
+    kernels = {
+        "NumPyro MCMC(ALMC), vectorized": na.ALMC(
+            potential_fn=lambda x: -loglik(x),
+            score_fn=score,
+            preconditioner=None,
+            num_warm_start_steps=0,
+        ),
+        "NumPyro MCMC(minimal kernel): NumPyro's own loop": MinimalKernel(
+            loglik, score, schedule
+        ),
+    }
+
+    def numpyro_run(kernel, k, num_warmup):
         mcmc = MCMC(
             kernel,
             num_warmup=num_warmup,
@@ -151,18 +222,25 @@ def bench(dim: int, num_chains: int, num_steps: int):
         mcmc.run(k, init_params=x0)
         return mcmc.get_samples()
 
-    # MCMC.run compiles its loop on every call: time two run lengths and difference
-    # them, so the NumPyro row is the steady per-iteration cost (the compile cancels).
-    fns["NumPyro MCMC(ALMC), short run"] = lambda k: numpyro_run(k, steps)
-    fns["NumPyro MCMC(ALMC), double run"] = lambda k: numpyro_run(k, 2 * steps)
-    rows = timed_interleaved(fns, key)
-    short = rows.pop("NumPyro MCMC(ALMC), short run")
-    double = rows.pop("NumPyro MCMC(ALMC), double run")
-    rows["NumPyro MCMC(ALMC), vectorized (per iteration, compile differenced out)"] = (
-        double - short
-    )
-    rows["NumPyro MCMC(ALMC), whole run incl. its compile"] = short
-    return {name: t / steps for name, t in rows.items()}, steps
+    fns = {}
+    for name, kernel in kernels.items():
+        for n in (1, 2):
+            fns[(name, n)] = functools.partial(
+                numpyro_run, kernel, num_warmup=n * steps
+            )
+
+    def per_step(t):
+        rows = {}
+        for name in kernels:
+            rows[f"{name} (per iteration, compile differenced out)"] = (
+                t[(name, 2)] - t[(name, 1)]
+            ) / steps
+        rows["NumPyro MCMC(ALMC), whole short run incl. its compile"] = (
+            t[("NumPyro MCMC(ALMC), vectorized", 1)] / steps
+        )
+        return rows
+
+    return fns, per_step
 
 
 def main():
@@ -186,8 +264,11 @@ def main():
     for dim, label in ((2, "2-D analytic mixture score"), (4096, "4096-D MLP score")):
         # A 2-D step costs microseconds: run 30x longer so NumPyro's differenced
         # per-iteration cost is not swamped by the jitter of its compile.
+        # NumPyro's rows difference two runs that each compile (~0.5 s of jitter):
+        # at 2-D they need 200x the steps for the difference to stand out.
         steps_here = args.steps * (30 if dim <= 2 else 1)
-        per_step, steps = bench(dim, args.chains, steps_here)
+        numpyro_steps = args.steps * (200 if dim <= 2 else 1)
+        per_step, steps = bench(dim, args.chains, steps_here, numpyro_steps)
         floor = per_step["hand-written lax.scan (floor)"]
         lines += [
             f"## {label}, {args.chains} chains, {steps} steps",
@@ -200,11 +281,15 @@ def main():
         lines.append("")
         print("\n".join(lines[-len(per_step) - 4 :]))
     lines += [
-        "NumPyro's `MCMC.run` recompiles its loop on every call. The per-iteration row",
-        "times runs of `steps` and `2·steps` iterations and divides the difference by",
-        "`steps`, so the compile cancels; the last row is a whole short run, compile",
-        "included. The NumPyro kernel uses the default budget schedule of its",
-        "num_warmup (no warm start), the others a fixed schedule of the same length.",
+        "NumPyro's `MCMC.run` recompiles its loop on every call. The per-iteration",
+        "rows time runs of `n` and `2n` iterations and divide the difference by `n`",
+        "(at 2-D `n` is 200·steps, else `steps`), so the compile cancels; the last row",
+        "is a whole short run, compile included. The NumPyro ALMC kernel uses the",
+        "default budget schedule of its num_warmup (no warm start), the others a fixed",
+        "schedule. The minimal-kernel row is the floor's update written as a NumPyro",
+        "kernel: the cost of NumPyro's own loop (its per-iteration collection `cond`",
+        "and state handling), which no kernel can go below. The key-per-chain row is",
+        "the floor with the drivers' key stream (one `fold_in` per chain per step).",
         "",
     ]
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,11 @@ _logger = logging.getLogger("numpyro_almc")
 AUTO_DENSE_MAX_DIM = 2048
 
 
+# Step i of the other sites uses fold_in(run key, THETA_KEYS + i): a range of the run
+# key's fold_ins that the signal's steps (fold_in(run key, i), i < 2**31) never reach.
+THETA_KEYS = 2**31
+
+
 class ALMCSamplerState(NamedTuple):
     """State of the :class:`ALMC` NumPyro kernel (one chain, or batched chains).
 
@@ -343,11 +348,13 @@ class ALMC(MCMCKernel):
         self._num_warmup = num_warmup
         batched = not is_prng_key(rng_key)
         # The drivers' key stream (run/chains.py): the start from split(k)[0], the
-        # signal's steps from split(k)[1]; the other sites' init and steps from
-        # fold_in(k, 3) and fold_in(k, 2).
+        # signal's steps from split(k)[1], which the state keeps as its rng_key (so
+        # a step derives one key, not two); the other sites' init from fold_in(k, 3)
+        # and their steps from the second half of the run key's fold_in range.
         over = jax.vmap if batched else (lambda f: f)
         key_init = over(lambda k: jax.random.fold_in(k, 3))(rng_key)
         key_start = over(lambda k: jax.random.split(k)[0])(rng_key)
+        run_key = over(lambda k: jax.random.split(k)[1])(rng_key)
         if self._model is not None:
             z, self._parts = init_model(
                 self._model,
@@ -404,7 +411,7 @@ class ALMC(MCMCKernel):
                 rng_key=key,
             )
 
-        state = jax.vmap(one)(z, rng_key) if batched else one(z, rng_key)
+        state = jax.vmap(one)(z, run_key) if batched else one(z, run_key)
         self._sample_fn = self.sample
         return state
 
@@ -426,8 +433,10 @@ class ALMC(MCMCKernel):
         i = state.i[0] if batched else state.i
 
         def one(st):
-            key_x = jax.random.fold_in(jax.random.split(st.rng_key)[1], i)
-            key_theta = jax.random.fold_in(jax.random.fold_in(st.rng_key, 2), i)
+            key_x = jax.random.fold_in(st.rng_key, i)
+            key_theta = jax.random.fold_in(
+                st.rng_key, jnp.uint32(THETA_KEYS) + i.astype(jnp.uint32)
+            )
             return self._move(key_x, key_theta, st, i, loglik_fn, score_fn)
 
         return jax.vmap(one)(state) if batched else one(state)

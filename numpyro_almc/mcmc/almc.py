@@ -242,9 +242,11 @@ def build_kernel(
         proposal = ALMCState(
             position, score, loglikelihood, loglikelihood_grad, time, state.step + 1
         )
-        finite = jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(proposal[:4])])
-        )
+        # One reduction: a NaN or inf anywhere makes the total non-finite (so does a
+        # total past the float range, which is a divergence too).
+        wide = jnp.promote_types(dtype, jnp.float32)
+        total = sum(jnp.sum(v, dtype=wide) for v in jax.tree.leaves(proposal[:4]))
+        finite = jnp.isfinite(total)
         reverted = state._replace(step=state.step + 1)
         new_state = jax.tree.map(
             lambda new, old: jnp.where(finite, new, old), proposal, reverted

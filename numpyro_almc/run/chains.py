@@ -8,6 +8,8 @@ and step ``i`` uses ``fold_in(split(fold_in(k, c))[1], i)``.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -35,6 +37,7 @@ def chain_keys(rng_key: PRNGKey, num_chains: int) -> Array:
     )
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def initial_positions(rng_key: PRNGKey, position: ArrayLikeTree, num_chains: int):
     """``N(0, I)`` draws shaped like ``position`` (one per chain), the paper's start.
 
@@ -85,8 +88,10 @@ def starting_positions(rng_key, position, num, init_positions=None, what="num_ch
     return init_positions
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def run_keys(rng_key: PRNGKey, num_chains: int) -> Array:
-    """Per-chain keys of the steps: ``split(fold_in(rng_key, c))[1]``."""
+    """Per-chain keys of the steps: ``split(fold_in(rng_key, c))[1]`` (jitted: run
+    eagerly, the derivation costs a driver call milliseconds)."""
     return jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_chains))
 
 

@@ -158,7 +158,7 @@ def run_chains(
             take = (i >= window_start) & (u * count < 1.0)
             window = reservoir_update(window, states.position, take)
         num_diverging = num_diverging + info.is_diverging.astype(jnp.int32)
-        return (states, window, num_diverging, acc), ALMCTrace.of(info)
+        return (states, window, num_diverging, acc), ALMCTrace.per_step(info)
 
     def at_block_end(carry, i):
         states, window, num_diverging, acc = carry
@@ -181,4 +181,5 @@ def run_chains(
     if kept is not None:  # (blocks, chains, ...) -> (chains, blocks, ...)
         kept = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), kept)
     states, window, num_diverging, moments = carry
+    trace = ALMCTrace.build(schedule, start, trace)
     return ChainsOutput(states, window, trace, kept, moments, num_diverging)

@@ -9,7 +9,8 @@ sub-namespaces:
   time-dependent likelihoods, preconditioners;
 * :mod:`numpyro_almc.scores`: exact scores, adapters from trained networks, reduced
   precision, prior draws;
-* :mod:`numpyro_almc.mcmc`: the ALMC move (BlackJAX-style ``init`` / ``build_kernel``);
+* :mod:`numpyro_almc.mcmc`: the ALMC move (BlackJAX-style ``init`` / ``build_kernel``)
+  and the final stage from ``τ`` to ``t = 0`` (``finish``);
 * :mod:`numpyro_almc.smc`: the Feynman–Kac step, its weight terms, the evidence;
 * :mod:`numpyro_almc.run`: the one step loop, what it keeps, chain keys, sharding;
 * :mod:`numpyro_almc.io`: chunked runs on disk and the ArviZ export;
@@ -34,6 +35,7 @@ from numpyro_almc.infer import ALMC, ALMCSMC, ScorePrior
 from numpyro_almc.io import export_netcdf, load_chunks, run_almc_chunked
 from numpyro_almc.io.arviz import to_inference_data
 from numpyro_almc.mcmc.almc import as_top_level_api as almc
+from numpyro_almc.mcmc.finish import FinalStage
 from numpyro_almc.path import (
     budget_schedule,
     langevin_schedule,
@@ -65,6 +67,7 @@ __all__ = [
     "noised_gaussian_likelihood",
     "linear_gaussian_preconditioner",
     # output
+    "FinalStage",
     "SaveAt",
     "to_inference_data",
     "load_chunks",

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import identity, is_prng_key
@@ -25,12 +26,13 @@ from numpyro_almc.infer.model_fns import (
 )
 from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
+from numpyro_almc.mcmc.finish import FinalStage, finish
 from numpyro_almc.path.preconditioners import (
     hessian_diagonal_preconditioner,
     hessian_preconditioner,
 )
 from numpyro_almc.path.schedules import ALMCSchedule, budget_schedule, step_params
-from numpyro_almc.run.chains import standard_normal_like
+from numpyro_almc.run.chains import FINISH_KEYS, THETA_KEYS, standard_normal_like
 from numpyro_almc.types import Array, ArrayTree
 
 __all__ = ["ALMC", "ALMCSamplerState"]
@@ -44,20 +46,17 @@ _logger = logging.getLogger("numpyro_almc")
 AUTO_DENSE_MAX_DIM = 2048
 
 
-# Step i of the other sites uses fold_in(run key, THETA_KEYS + i): a range of the run
-# key's fold_ins that the signal's steps (fold_in(run key, i), i < 2**31) never reach.
-THETA_KEYS = 2**31
-
-
 class ALMCSamplerState(NamedTuple):
     """State of the :class:`ALMC` NumPyro kernel (one chain, or batched chains).
 
     ``i`` is the step counter (the schedule index; it never resets, so the phase is
     known across ``run`` calls); ``z`` the unconstrained values of every latent site;
     ``score`` the prior score of the ScorePrior sites at OU time ``time``;
-    ``measurement_loglik`` is ``-R(z)``: the log likelihood plus the log density (with
-    Jacobian) of every latent site that is not a ScorePrior. ``theta_step_size`` and
-    ``theta_accept_prob`` belong to the MALA update of those other sites.
+    ``measurement_loglik`` is ``-R(z)``: the log likelihood plus the log density
+    (with Jacobian) of every latent site that is not a ScorePrior.
+    ``theta_step_size`` and ``theta_accept_prob`` belong to the MALA update of those
+    other sites. ``draw`` is ``z`` carried to ``t = 0`` by the final stage in the
+    sampling phase (None without a final stage; then the draws are ``z``).
 
     Examples
     --------
@@ -86,6 +85,7 @@ class ALMCSamplerState(NamedTuple):
     theta_step_size: Array
     theta_accept_prob: Array
     preconditioner: object
+    draw: ArrayTree
     rng_key: Array
 
 
@@ -140,6 +140,14 @@ class ALMC(MCMCKernel):
         Gaussian observation is replaced along the path by its noised version
         (:mod:`numpyro_almc.infer.model_fns`); with :class:`ALMCSMC` this is the
         best ALMC-family sampler we measured (``benchmarks/results``).
+    final_stage
+        None (default), True or a :class:`~numpyro_almc.mcmc.FinalStage`: each draw
+        of the sampling phase is carried from ``τ`` to ``t = 0`` by a short reverse
+        diffusion (:func:`~numpyro_almc.mcmc.finish`; ``num_steps − 1`` network
+        passes per draw) and collected instead of the chain's position at ``τ``,
+        which carries the OU noise of time ``τ``; the chain itself goes on at
+        ``τ``. Needs ``likelihood_path="noised"``. The position at ``τ`` stays
+        available as the extra field ``"z"``.
 
     Notes
     -----
@@ -183,6 +191,7 @@ class ALMC(MCMCKernel):
         theta_step_size: float = 0.01,
         init_strategy=init_to_median,
         likelihood_path: str = "paper",
+        final_stage: FinalStage | bool | None = None,
     ):
         _check_arguments(
             model,
@@ -217,6 +226,7 @@ class ALMC(MCMCKernel):
         self._num_warm_start_steps = num_warm_start_steps
         self._preconditioner = preconditioner
         self._likelihood_path = likelihood_path
+        self._final_stage = _check_final_stage(final_stage, likelihood_path, model)
         self._theta_step_size = check_positive("theta_step_size", theta_step_size)
         self._init_strategy = init_strategy
         self._parts = None
@@ -229,11 +239,17 @@ class ALMC(MCMCKernel):
 
     @property
     def sample_field(self):
-        return "z"
+        return "z" if self._final_stage is None else "draw"
 
     @property
     def default_fields(self):
-        return ("z", "diverging", "step_size", "time", "measurement_loglik")
+        return (
+            self.sample_field,
+            "diverging",
+            "step_size",
+            "time",
+            "measurement_loglik",
+        )
 
     @property
     def schedule(self) -> ALMCSchedule | None:
@@ -408,6 +424,7 @@ class ALMC(MCMCKernel):
                 theta_step_size=jnp.asarray(self._theta_step_size, dtype),
                 theta_accept_prob=jnp.zeros((), dtype),
                 preconditioner=precond,
+                draw=None if self._final_stage is None else z,
                 rng_key=key,
             )
 
@@ -434,15 +451,16 @@ class ALMC(MCMCKernel):
 
         def one(st):
             key_x = jax.random.fold_in(st.rng_key, i)
-            key_theta = jax.random.fold_in(
-                st.rng_key, jnp.uint32(THETA_KEYS) + i.astype(jnp.uint32)
-            )
-            return self._move(key_x, key_theta, st, i, loglik_fn, score_fn)
+            key_theta = _offset_key(st.rng_key, THETA_KEYS, i)
+            # The draw after step i (counter i + 1), as run_almc's finish_chains.
+            key_finish = _offset_key(st.rng_key, FINISH_KEYS, i + 1)
+            return self._move(key_x, key_theta, st, i, loglik_fn, score_fn, key_finish)
 
         return jax.vmap(one)(state) if batched else one(state)
 
-    def _move(self, key_x, key_theta, st, i, loglik_fn, score_fn):
-        """The move of one chain at step ``i`` (``rng_key`` carried unchanged)."""
+    def _move(self, key_x, key_theta, st, i, loglik_fn, score_fn, key_finish=None):
+        """The move of one chain at step ``i`` (``rng_key`` carried unchanged), and
+        in the sampling phase its draw carried to ``t = 0`` (with a final stage)."""
         xs, theta = self._split(st.z)
         x_grad, _ = self._split(st.measurement_loglik_grad)
         x_loglik = conditional_loglik(loglik_fn, theta)
@@ -478,6 +496,9 @@ class ALMC(MCMCKernel):
                 st.theta_step_size,
                 st.theta_accept_prob,
             )
+        draw = None
+        if self._final_stage is not None:
+            draw = self._finish_draw(key_finish, new, z, grad, i, loglik_fn, score_fn)
         return ALMCSamplerState(
             i=new.step,
             z=z,
@@ -491,8 +512,61 @@ class ALMC(MCMCKernel):
             theta_step_size=theta_h,
             theta_accept_prob=accept,
             preconditioner=precond,
+            draw=draw,
             rng_key=st.rng_key,
         )
+
+    def _finish_draw(self, key, new, z, grad, i, loglik_fn, score_fn):
+        """``z`` with its ScorePrior sites carried from ``τ`` to ``t = 0`` in the
+        sampling phase (``z`` itself during warmup: a real branch, ``i`` is shared
+        by the chains, so warmup steps cost no network pass for it)."""
+
+        def finished(z):
+            xs, theta = self._split(z)
+            x_grad, x_unravel = ravel_pytree(self._split(grad)[0])
+            x_flat, unravel = ravel_pytree(xs)
+            # The observation's noised likelihood of the flattened sites: its
+            # exact Gaussian step (the model's other terms do not involve xs).
+            core = new._replace(
+                position=x_flat,
+                score=ravel_pytree(new.score)[0],
+                loglikelihood_grad=x_grad,
+            )
+            x_score = conditional_score(score_fn, theta)
+            x0, _ = finish(
+                key,
+                core,
+                loglik_fn.gaussian_likelihood(z),
+                lambda x, t: ravel_pytree(x_score(unravel(x), t))[0],
+                self._final_stage,
+            )
+            return {**z, **unravel(x0)}
+
+        return jax.lax.cond(i >= self._num_warmup, finished, lambda z: z, z)
+
+
+def _offset_key(key, offset, i):
+    return jax.random.fold_in(key, jnp.uint32(offset) + i.astype(jnp.uint32))
+
+
+def _check_final_stage(final_stage, likelihood_path, model):
+    """The validated :class:`FinalStage` (or None) of the NumPyro kernels."""
+    if final_stage is None or final_stage is False:
+        return None
+    if model is None or likelihood_path != "noised":
+        raise ValueError(
+            "final_stage continues the noised-likelihood path down to t = 0: use it "
+            "with a model and likelihood_path='noised' (the paper's path has no "
+            "exact reverse step from its draws at τ)."
+        )
+    if final_stage is True:
+        return FinalStage()
+    if not isinstance(final_stage, FinalStage):
+        raise TypeError(
+            "`final_stage` must be None, True or a FinalStage "
+            f"(FinalStage.build(num_steps=..., min_time=...)), got {final_stage!r}."
+        )
+    return FinalStage.build(*final_stage)
 
 
 def _check_arguments(

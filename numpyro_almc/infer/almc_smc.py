@@ -68,6 +68,7 @@ class ALMCSMCSamplerState(NamedTuple):
     theta_step_size: Array
     theta_accept_prob: Array
     preconditioner: object
+    draw: ArrayTree
     log_weight: Array
     ancestor: Array
     log_evidence_ratio: Array
@@ -238,15 +239,19 @@ class ALMCSMC(ALMC):
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
 
         def move(key, particles):
-            # Signal keys as run_almc_smc's; the other sites' keys are further
-            # fold_ins of the same key (independent of the first n).
+            # Signal keys as run_almc_smc's; the other sites' and the final
+            # stage's keys are further fold_ins of the same key (independent of
+            # the first n).
             keys_x = jax.random.split(key, n)
-            keys_theta = jax.vmap(lambda c: jax.random.fold_in(key, n + c))(
-                jnp.arange(n, dtype=jnp.uint32)
+            more = jax.vmap(lambda c: jax.random.fold_in(key, c))(
+                jnp.arange(n, 3 * n, dtype=jnp.uint32)
             )
+            keys_theta, keys_finish = more[:n], more[n:]
             moved = jax.vmap(
-                lambda kx, kt, st: self._move(kx, kt, st, i, loglik_fn, score_fn)
-            )(keys_x, keys_theta, particles)
+                lambda kx, kt, kf, st: self._move(
+                    kx, kt, st, i, loglik_fn, score_fn, kf
+                )
+            )(keys_x, keys_theta, keys_finish, particles)
             return moved, moved.diverging
 
         def weight(key, moved):

@@ -179,14 +179,18 @@ def find_linear_gaussian_observation(
 class NoisedModelLikelihood:
     """``(z, t) -> log L_t + log p(θ)`` (with Jacobians): the model's ``−R`` with its
     Gaussian observation replaced by the noised one (``time_dependent``);
-    ``noise_std(z)`` is the observation's noise scale at ``z``."""
+    ``noise_std(z)`` is the observation's noise scale at ``z``;
+    ``gaussian_likelihood(z)`` the :class:`~numpyro_almc.path.NoisedGaussianLikelihood`
+    of the flattened ScorePrior sites at ``z``'s other sites (the final stage's exact
+    likelihood step)."""
 
     time_dependent = True
 
-    def __init__(self, fn, noise_std_fn, observation):
+    def __init__(self, fn, noise_std_fn, observation, gaussian_likelihood_fn):
         self._fn = fn
         self.noise_std = noise_std_fn
         self.observation = observation
+        self.gaussian_likelihood = gaussian_likelihood_fn
 
     def __call__(self, z, t):
         return self._fn(z, t)
@@ -198,13 +202,19 @@ def noised_loglik_fn(
     """The :class:`NoisedModelLikelihood` of a model (see the module docstring)."""
     site = observation.site
 
-    def loglik(z, t):
+    def observed(z):
+        """The noised likelihood of the flattened ScorePrior sites at ``z``'s other
+        sites, the observation's own log density, and the flattened sites."""
         xs = {k: z[k] for k in score_sites}
         x_flat, _ = ravel_pytree(xs)
         loc, scale, y, fn = _loc_scale(flat_model, model_args, model_kwargs, z, site)
         offset = loc - observation.A.astype(loc.dtype) @ x_flat
         observed_loglik = jnp.sum(fn.log_prob(jnp.reshape(y, jnp.shape(fn.mean))))
         lik = observation.template._replace(y=y - offset, noise_std=scale[0])
+        return lik, observed_loglik, x_flat
+
+    def loglik(z, t):
+        lik, observed_loglik, x_flat = observed(z)
         # -½ log det C_t: the part of the normaliser that depends on σ.
         log_det = lik.scaled_log_det(t, x_flat.dtype)
         return -potential(z) - observed_loglik + lik(x_flat, t) - 0.5 * log_det
@@ -214,7 +224,9 @@ def noised_loglik_fn(
             observation, flat_model, model_args, model_kwargs, z
         )
 
-    return NoisedModelLikelihood(loglik, noise_std, observation)
+    return NoisedModelLikelihood(
+        loglik, noise_std, observation, lambda z: observed(z)[0]
+    )
 
 
 def noised_preconditioner(observation, noise_std) -> NoisedGaussianPreconditioner:

@@ -40,9 +40,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
+from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
-from numpyro_almc.run.chains import init_states, initial_positions, run_keys
-from numpyro_almc.run.loop import run_chains
+from numpyro_almc.run.chains import (
+    FINISH_KEYS,
+    init_states,
+    initial_positions,
+    offset_keys,
+    run_keys,
+)
+from numpyro_almc.run.loop import finish_chains, run_chains
 from numpyro_almc.run.recorders import (
     ALMCTrace,
     SaveAt,
@@ -86,6 +93,12 @@ class ChunkedResult(NamedTuple):
         int32 reverted steps of each chain.
     path
         The run directory (``None`` when nothing is written).
+    final_draw
+        With ``final_stage`` and a complete run: each chain's last state carried
+        from ``τ`` to ``t = 0`` (as :func:`~numpyro_almc.run_almc`'s
+        ``final_draw``; not stored in the run directory: a resumed, finished run
+        recomputes it from the saved state, bit for bit). ``None`` otherwise. The
+        kept draws and their moments are of the chains at ``τ``.
 
     Examples
     --------
@@ -108,6 +121,7 @@ class ChunkedResult(NamedTuple):
     pooled_variance: dict
     num_diverging: Array
     path: pathlib.Path | None
+    final_draw: ArrayTree | None = None
 
 
 def _acc_dict(acc, names):
@@ -307,6 +321,7 @@ def run_almc_chunked(
     devices=None,
     mesh: Mesh | None = None,
     callback: Callable[[int, int], None] | None = None,
+    final_stage: FinalStage | bool | None = None,
 ) -> ChunkedResult:
     r"""Run :func:`run_almc` in chunks of ``chunk_size`` steps, streaming to disk.
 
@@ -354,6 +369,10 @@ def run_almc_chunked(
         writes its own chains' files; see ``docs/multi_host.md``.
     callback
         ``callback(chunks_done, steps_done)`` after each chunk is safely on disk.
+    final_stage
+        None (default), True or a :class:`~numpyro_almc.mcmc.FinalStage`: carry
+        the chains' last states to ``t = 0`` when the run completes
+        (``final_draw``). Needs the noised likelihood.
 
     Returns
     -------
@@ -372,6 +391,7 @@ def run_almc_chunked(
     ((4, 70, 2), 70)
     """
     check_schedule(schedule)
+    final_stage = check_final_stage(final_stage, loglikelihood_fn)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     num_chains = _check_count("num_chains", num_chains, 1)
@@ -548,6 +568,15 @@ def run_almc_chunked(
     pooled_variance = {
         s: jnp.mean(variance[s], axis=0) + jnp.var(mean[s], axis=0) for s in mean
     }
+    final_draw = None
+    if final_stage is not None and steps_done >= num_steps:
+        final_draw, _ = finish_chains(
+            offset_keys(keys, FINISH_KEYS, states.step),
+            states,
+            loglikelihood_fn=statics["loglikelihood_fn"],
+            score_fn=statics["score_fn"],
+            final_stage=final_stage,
+        )
     return ChunkedResult(
         state=states,
         num_steps_done=steps_done,
@@ -559,6 +588,7 @@ def run_almc_chunked(
         pooled_variance=pooled_variance,
         num_diverging=num_diverging,
         path=run_dir,
+        final_draw=final_draw,
     )
 
 

@@ -1,4 +1,5 @@
-"""The ALMC move as a BlackJAX-style kernel: state, info, init, build_kernel."""
+"""The ALMC move as a BlackJAX-style kernel: state, info, init, build_kernel; and
+the final stage that carries draws from ``τ`` to ``t = 0``."""
 
 from numpyro_almc.mcmc.almc import (
     ALMCInfo,
@@ -9,8 +10,11 @@ from numpyro_almc.mcmc.almc import (
     scheduled_step,
     standard_normal_score,
 )
+from numpyro_almc.mcmc.finish import FinalStage, finish
 
 __all__ = [
+    "FinalStage",
+    "finish",
     "ALMCInfo",
     "ALMCState",
     "as_top_level_api",

@@ -95,6 +95,22 @@ def run_keys(rng_key: PRNGKey, num_chains: int) -> Array:
     return jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_chains))
 
 
+#: Step ``i`` of the non-score sites (NumPyro) uses ``fold_in(run key, THETA_KEYS +
+#: i)`` and the final stage of the draw after step ``i`` ``fold_in(run key,
+#: FINISH_KEYS + i)``: ranges of the run key's fold_ins that the signal's steps
+#: (``fold_in(run key, i)``, ``i < 2**31``) and each other never reach.
+THETA_KEYS = 2**31
+FINISH_KEYS = 3 * 2**30
+
+
+def offset_keys(keys: Array, offset: int, i) -> Array:
+    """``fold_in(keys[c], offset + i)`` for every chain (``i`` int32, unbatched or
+    per chain)."""
+    data = jnp.uint32(offset) + jnp.asarray(i).astype(jnp.uint32)
+    data = jnp.broadcast_to(data, keys.shape)
+    return jax.vmap(jax.random.fold_in)(keys, data)
+
+
 def step_keys(keys: Array, i) -> Array:
     """The keys of step ``i`` of every chain: ``fold_in(keys[c], i)``."""
     return jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)

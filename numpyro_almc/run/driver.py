@@ -11,9 +11,15 @@ from jax.sharding import Mesh
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
+from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
-from numpyro_almc.run.chains import run_keys, starting_positions
-from numpyro_almc.run.loop import run_chains
+from numpyro_almc.run.chains import (
+    FINISH_KEYS,
+    offset_keys,
+    run_keys,
+    starting_positions,
+)
+from numpyro_almc.run.loop import finish_chains, run_chains
 from numpyro_almc.run.recorders import ALMCTrace, SaveAt
 from numpyro_almc.run.sharding import replicate, resolve_mesh, shard_chains
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
@@ -38,7 +44,12 @@ class ALMCResult(NamedTuple):
         Positions after every ``path_every``-th step, shape ``(chains, kept, ...)``;
         ``None`` when ``path_every == 0``.
     num_diverging
-        int32 number of reverted steps of each chain.
+        int32 number of reverted steps of each chain (a final-stage draw that was
+        not finite counts as one).
+    final_draw
+        With ``final_stage``: each chain's last state carried from ``τ`` to
+        ``t = 0`` (:func:`~numpyro_almc.mcmc.finish`), draws of ``μ_0`` rather
+        than ``μ_τ``; ``None`` otherwise.
 
     Examples
     --------
@@ -58,6 +69,7 @@ class ALMCResult(NamedTuple):
     trace: ALMCTrace
     path: ArrayTree | None
     num_diverging: Array
+    final_draw: ArrayTree | None = None
 
 
 def run_almc(
@@ -77,6 +89,7 @@ def run_almc(
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
     devices=None,
     mesh: Mesh | None = None,
+    final_stage: FinalStage | bool | None = None,
 ) -> ALMCResult:
     r"""Run ``num_chains`` independent ALMC chains along ``schedule``, jitted.
 
@@ -131,6 +144,12 @@ def run_almc(
     mesh
         Instead of ``devices``: a :class:`jax.sharding.Mesh` with a ``"chain"``
         axis (e.g. a global mesh in a multi-host run, see ``docs/multi_host.md``).
+    final_stage
+        None (default), True or a :class:`~numpyro_almc.mcmc.FinalStage`: carry
+        each chain's last state from ``τ`` to ``t = 0`` (``final_draw``; ``K − 1``
+        network passes per chain for ``K`` steps). Needs the noised likelihood
+        (:func:`~numpyro_almc.noised_gaussian_likelihood`) as
+        ``loglikelihood_fn``.
 
     Returns
     -------
@@ -159,10 +178,12 @@ def run_almc(
     )
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
+    final_stage = check_final_stage(final_stage, loglikelihood_fn)
     init_positions = starting_positions(rng_key, position, num_chains, init_positions)
     mesh = resolve_mesh(devices, mesh, num_chains)
+    keys = shard_chains(run_keys(rng_key, num_chains), mesh)
     out = run_chains(
-        shard_chains(run_keys(rng_key, num_chains), mesh),
+        keys,
         shard_chains(init_positions, mesh),
         0,
         replicate(schedule, mesh),
@@ -177,10 +198,22 @@ def run_almc(
         save=save,
         initialise=True,
     )
+    num_diverging, final_draw = out.num_diverging, None
+    if final_stage is not None:
+        # Chain c after step i: fold_in(run key, FINISH_KEYS + i), as NumPyro's ALMC.
+        final_draw, bad = finish_chains(
+            offset_keys(keys, FINISH_KEYS, out.states.step),
+            out.states,
+            loglikelihood_fn=by_identity(loglikelihood_fn),
+            score_fn=by_identity(score_fn),
+            final_stage=final_stage,
+        )
+        num_diverging = num_diverging + bad.astype(num_diverging.dtype)
     return ALMCResult(
         state=out.states,
         window_draw=out.window_draw,
         trace=out.trace,
         path=out.kept,
-        num_diverging=out.num_diverging,
+        num_diverging=num_diverging,
+        final_draw=final_draw,
     )

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from numpyro_almc.mcmc.almc import build_kernel
+from numpyro_almc.mcmc.finish import FinalStage, finish
 from numpyro_almc.path.schedules import step_params
 from numpyro_almc.run.chains import init_states, step_keys
 from numpyro_almc.run.recorders import (
@@ -183,3 +184,18 @@ def run_chains(
     states, window, num_diverging, moments = carry
     trace = ALMCTrace.build(schedule, start, trace)
     return ChainsOutput(states, window, trace, kept, moments, num_diverging)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("loglikelihood_fn", "score_fn", "final_stage")
+)
+def finish_chains(
+    stage_keys, states, *, loglikelihood_fn, score_fn, final_stage: FinalStage
+) -> tuple[ArrayTree, Array]:
+    """The final stage (:func:`~numpyro_almc.mcmc.finish`) of every chain's state,
+    chain ``c`` with ``stage_keys[c]``: ``(draws at t = 0, diverging)``."""
+
+    def one(key, state):
+        return finish(key, state, loglikelihood_fn, score_fn, final_stage)
+
+    return jax.vmap(one)(stage_keys, states)

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count
 from numpyro_almc.mcmc.almc import standard_normal_score
+from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule, step_params
 from numpyro_almc.run.chains import starting_positions
-from numpyro_almc.run.loop import scan_steps
+from numpyro_almc.run.loop import finish_chains, scan_steps
 from numpyro_almc.smc.almc_smc import (
     SMCInfo,
     SMCOptions,
@@ -56,6 +57,9 @@ class SMCResult(NamedTuple):
         The final :class:`SMCState`.
     info
         :class:`SMCInfo`, one entry per step.
+    final_particles
+        With ``final_stage``: the particles carried from ``τ`` to ``t = 0``
+        (:func:`~numpyro_almc.mcmc.finish`; same weights), else ``None``.
 
     Examples
     --------
@@ -78,6 +82,7 @@ class SMCResult(NamedTuple):
     log_evidence: Array | None
     state: SMCState
     info: SMCInfo
+    final_particles: ArrayTree | None = None
 
 
 @functools.partial(
@@ -140,6 +145,7 @@ def run_almc_smc(
     warm_start_log_normalizer: ArrayLike | None = None,
     init_positions: ArrayLikeTree | None = None,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    final_stage: FinalStage | bool | None = None,
 ) -> SMCResult:
     r"""ALMC as a sequential Monte Carlo sampler: ALMC moves, score-only weights.
 
@@ -190,6 +196,10 @@ def run_almc_smc(
         linear-Gaussian likelihood); then ``log_evidence`` is returned.
     init_positions
         Optional ``(N, ...)`` starting positions instead of ``N(0, I)`` draws.
+    final_stage
+        None (default), True or a :class:`~numpyro_almc.mcmc.FinalStage`: carry
+        the particles from ``τ`` to ``t = 0`` (``final_particles``; ``K − 1``
+        network passes per particle). Needs the noised likelihood.
 
     Returns
     -------
@@ -225,6 +235,7 @@ def run_almc_smc(
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     time_dependent = getattr(loglikelihood_fn, "time_dependent", False)
+    final_stage = check_final_stage(final_stage, loglikelihood_fn)
     if time_dependent and warm_start_log_normalizer is not None:
         raise ValueError(
             "With a time-dependent likelihood (noised_gaussian_likelihood) the "
@@ -261,6 +272,21 @@ def run_almc_smc(
         log_evidence = state.log_evidence_ratio + jnp.asarray(
             warm_start_log_normalizer, dtype=state.log_evidence_ratio.dtype
         )
+    final_particles = None
+    if final_stage is not None:
+        # Particle c: fold_in(fold_in(run key, num_steps), 2N + c), the key
+        # NumPyro's ALMCSMC gives the draw of its next step.
+        step_key = jax.random.fold_in(run_key, schedule.num_steps)
+        stage_keys = jax.vmap(lambda c: jax.random.fold_in(step_key, c))(
+            jnp.arange(2 * num_particles, 3 * num_particles, dtype=jnp.uint32)
+        )
+        final_particles, _ = finish_chains(
+            stage_keys,
+            state.particles,
+            loglikelihood_fn=by_identity(loglikelihood_fn),
+            score_fn=by_identity(score_fn),
+            final_stage=final_stage,
+        )
     return SMCResult(
         particles=state.particles.position,
         log_weights=state.log_weights,
@@ -271,4 +297,5 @@ def run_almc_smc(
         log_evidence=log_evidence,
         state=state,
         info=info,
+        final_particles=final_particles,
     )

@@ -44,11 +44,13 @@ from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
 from numpyro_almc.run.chains import (
     FINISH_KEYS,
+    check_key,
     init_states,
-    initial_positions,
     offset_keys,
     run_keys,
+    starting_positions,
 )
+from numpyro_almc.run.health import check_chains
 from numpyro_almc.run.loop import finish_chains, run_chains
 from numpyro_almc.run.recorders import (
     ALMCTrace,
@@ -322,6 +324,7 @@ def run_almc_chunked(
     mesh: Mesh | None = None,
     callback: Callable[[int, int], None] | None = None,
     final_stage: FinalStage | bool | None = None,
+    strict: bool = False,
 ) -> ChunkedResult:
     r"""Run :func:`run_almc` in chunks of ``chunk_size`` steps, streaming to disk.
 
@@ -373,6 +376,9 @@ def run_almc_chunked(
         None (default), True or a :class:`~numpyro_almc.mcmc.FinalStage`: carry
         the chains' last states to ``t = 0`` when the run completes
         (``final_draw``). Needs the noised likelihood.
+    strict
+        As in :func:`~numpyro_almc.run_almc`: the health check of a completed run
+        warns, or with ``strict=True`` raises (the chunks stay on disk).
 
     Returns
     -------
@@ -391,6 +397,7 @@ def run_almc_chunked(
     ((4, 70, 2), 70)
     """
     check_schedule(schedule)
+    check_key(rng_key)
     final_stage = check_final_stage(final_stage, loglikelihood_fn)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
@@ -443,7 +450,7 @@ def run_almc_chunked(
     keys = shard_chains(run_keys(rng_key, num_chains), mesh)
     schedule_d = replicate(schedule, mesh)
     preconditioner_d = replicate(preconditioner, mesh)
-    positions = shard_chains(initial_positions(rng_key, position, num_chains), mesh)
+    positions = shard_chains(starting_positions(rng_key, position, num_chains), mesh)
     statics = dict(
         loglikelihood_fn=by_identity(loglikelihood_fn),
         score_fn=by_identity(score_fn),
@@ -568,6 +575,16 @@ def run_almc_chunked(
     pooled_variance = {
         s: jnp.mean(variance[s], axis=0) + jnp.var(mean[s], axis=0) for s in mean
     }
+    if steps_done >= num_steps:
+        check_chains(
+            num_diverging,
+            num_steps,
+            states.time,
+            schedule.times[-1],
+            strict=strict,
+            where="run_almc_chunked",
+            full_path=num_steps >= schedule.num_steps,
+        )
     final_draw = None
     if final_stage is not None and steps_done >= num_steps:
         final_draw, _ = finish_chains(

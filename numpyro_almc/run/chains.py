@@ -12,6 +12,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from numpyro_almc.mcmc.almc import init
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
@@ -71,12 +72,51 @@ def standard_normal_like(rng_key: PRNGKey, tree: ArrayLikeTree) -> ArrayTree:
     )
 
 
+def check_key(rng_key) -> None:
+    """Raise unless ``rng_key`` is one JAX PRNG key (typed, or raw ``uint32[2]``)."""
+    if isinstance(rng_key, jax.Array) and jnp.issubdtype(
+        rng_key.dtype, jax.dtypes.prng_key
+    ):
+        if rng_key.shape == ():
+            return
+    elif (
+        isinstance(rng_key, jax.Array | np.ndarray)
+        and rng_key.dtype == np.uint32
+        and rng_key.shape == (2,)
+    ):
+        return
+    raise TypeError(
+        "`rng_key` must be one JAX PRNG key, e.g. jax.random.key(0); got "
+        f"{type(rng_key).__name__} {getattr(rng_key, 'shape', '')}."
+    )
+
+
+def check_floating(name: str, tree) -> None:
+    """Raise unless every leaf of ``tree`` is a floating-point array."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        raise ValueError(f"`{name}` has no arrays.")
+    for leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"`{name}` must hold floating-point arrays (got {dtype}); pass e.g. "
+                "jnp.zeros(d) rather than integers, booleans or lists of ints."
+            )
+
+
 def starting_positions(rng_key, position, num, init_positions=None, what="num_chains"):
-    """``init_positions`` checked to have a leading axis of ``num``, or ``N(0, I)``
-    draws shaped like ``position`` (:func:`initial_positions`) when it is None."""
+    """``init_positions`` checked to have a leading axis of ``num`` and finite
+    floating values, or ``N(0, I)`` draws shaped like ``position``
+    (:func:`initial_positions`) when it is None. Checks the key and the position's
+    dtypes first (before any tracing)."""
+    check_key(rng_key)
+    position = jax.tree.map(jnp.asarray, position)
+    check_floating("position", position)
     if init_positions is None:
         return initial_positions(rng_key, position, num)
     init_positions = jax.tree.map(jnp.asarray, init_positions)
+    check_floating("init_positions", init_positions)
     for leaf, ref in zip(
         jax.tree.leaves(init_positions), jax.tree.leaves(position), strict=True
     ):
@@ -84,6 +124,13 @@ def starting_positions(rng_key, position, num, init_positions=None, what="num_ch
             raise ValueError(
                 f"`init_positions` leaves must have shape ({what}, ...) = "
                 f"{(num, *jnp.shape(ref))}, got {leaf.shape}."
+            )
+        if not isinstance(leaf, jax.core.Tracer) and not bool(
+            jnp.all(jnp.isfinite(leaf))
+        ):
+            raise ValueError(
+                "`init_positions` holds NaN or infinite values: every step from "
+                "there would be reverted. Start from finite positions."
             )
     return init_positions
 

@@ -19,6 +19,7 @@ from numpyro_almc.run.chains import (
     run_keys,
     starting_positions,
 )
+from numpyro_almc.run.health import check_chains
 from numpyro_almc.run.loop import finish_chains, run_chains
 from numpyro_almc.run.recorders import ALMCTrace, SaveAt
 from numpyro_almc.run.sharding import replicate, resolve_mesh, shard_chains
@@ -90,6 +91,7 @@ def run_almc(
     devices=None,
     mesh: Mesh | None = None,
     final_stage: FinalStage | bool | None = None,
+    strict: bool = False,
 ) -> ALMCResult:
     r"""Run ``num_chains`` independent ALMC chains along ``schedule``, jitted.
 
@@ -150,6 +152,10 @@ def run_almc(
         network passes per chain for ``K`` steps). Needs the noised likelihood
         (:func:`~numpyro_almc.noised_gaussian_likelihood`) as
         ``loglikelihood_fn``.
+    strict
+        After the run, a chain that reverted more than 1 % of its steps, or did not
+        end at the early-stopping time, gives an ``ALMCRunWarning``
+        (:mod:`numpyro_almc.run.health`); with ``strict=True`` a ``RuntimeError``.
 
     Returns
     -------
@@ -209,6 +215,14 @@ def run_almc(
             final_stage=final_stage,
         )
         num_diverging = num_diverging + bad.astype(num_diverging.dtype)
+    check_chains(
+        num_diverging,
+        num_steps,
+        out.states.time,
+        schedule.times[-1],
+        strict=strict,
+        full_path=num_steps >= schedule.num_steps,
+    )
     return ALMCResult(
         state=out.states,
         window_draw=out.window_draw,

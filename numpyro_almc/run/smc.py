@@ -15,6 +15,7 @@ from numpyro_almc.mcmc.almc import standard_normal_score
 from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule, step_params
 from numpyro_almc.run.chains import starting_positions
+from numpyro_almc.run.health import check_smc
 from numpyro_almc.run.loop import finish_chains, scan_steps
 from numpyro_almc.smc.almc_smc import (
     SMCInfo,
@@ -146,6 +147,7 @@ def run_almc_smc(
     init_positions: ArrayLikeTree | None = None,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
     final_stage: FinalStage | bool | None = None,
+    strict: bool = False,
 ) -> SMCResult:
     r"""ALMC as a sequential Monte Carlo sampler: ALMC moves, score-only weights.
 
@@ -200,6 +202,10 @@ def run_almc_smc(
         None (default), True or a :class:`~numpyro_almc.mcmc.FinalStage`: carry
         the particles from ``τ`` to ``t = 0`` (``final_particles``; ``K − 1``
         network passes per particle). Needs the noised likelihood.
+    strict
+        After the run, a collapsed ensemble (ESS of about one particle, a
+        non-finite evidence) gives an ``ALMCRunWarning``; with ``strict=True`` a
+        ``RuntimeError``.
 
     Returns
     -------
@@ -272,6 +278,7 @@ def run_almc_smc(
         log_evidence = state.log_evidence_ratio + jnp.asarray(
             warm_start_log_normalizer, dtype=state.log_evidence_ratio.dtype
         )
+    check_smc(info.ess, state.log_evidence_ratio, num_particles, strict=strict)
     final_particles = None
     if final_stage is not None:
         # Particle c: fold_in(fold_in(run key, num_steps), 2N + c), the key

@@ -1,6 +1,7 @@
 """Nothing silent after a run: bad inputs raise before tracing, diverging runs warn
 (or raise with strict=True), collapsed SMC runs are flagged."""
 
+import functools
 import warnings
 
 import jax
@@ -24,38 +25,24 @@ def score(x, t):
 
 
 SCHED = na.budget_schedule(40, num_warm_start_steps=5)
-DRIVERS = {
-    "run_almc": lambda **kw: na.run_almc(
-        kw.pop("key", jax.random.key(0)),
-        kw.pop("loglik", stiff_loglik),
-        score,
-        SCHED,
-        kw.pop("position", jnp.zeros(4)),
-        num_chains=2,
-        **kw,
-    ),
-    "run_almc_smc": lambda **kw: na.run_almc_smc(
-        kw.pop("key", jax.random.key(0)),
-        kw.pop("loglik", stiff_loglik),
-        score,
-        SCHED,
-        kw.pop("position", jnp.zeros(4)),
-        num_particles=4,
-        **kw,
-    ),
-    "run_almc_chunked": lambda **kw: na.run_almc_chunked(
-        kw.pop("key", jax.random.key(0)),
-        kw.pop("loglik", stiff_loglik),
-        score,
-        SCHED,
-        kw.pop("position", jnp.zeros(4)),
-        num_chains=2,
-        num_steps=SCHED.num_steps,
-        chunk_size=20,
-        path=None,
-        **kw,
+SIZES = {
+    "run_almc": dict(num_chains=2),
+    "run_almc_smc": dict(num_particles=4),
+    "run_almc_chunked": dict(
+        num_chains=2, num_steps=SCHED.num_steps, chunk_size=20, path=None
     ),
 }
+
+
+def drive(name, key=None, loglik=stiff_loglik, position=None, **kw):
+    """Driver ``name`` on the test problem (the stiff likelihood by default)."""
+    driver = getattr(na, name)
+    key = jax.random.key(0) if key is None else key
+    position = jnp.zeros(4) if position is None else position
+    return driver(key, loglik, score, SCHED, position, **SIZES[name], **kw)
+
+
+DRIVERS = {name: functools.partial(drive, name) for name in SIZES}
 
 
 @pytest.mark.parametrize("driver", sorted(DRIVERS))

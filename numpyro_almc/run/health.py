@@ -29,6 +29,17 @@ def _concrete(*values) -> bool:
     return not any(isinstance(v, jax.core.Tracer) for v in values)
 
 
+def _local(value) -> np.ndarray:
+    """``value`` on the host; of an array spread over several processes, this
+    process's shards (each process checks its own chains)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        shards = value.addressable_shards
+        if value.ndim == 0 or not shards:
+            return np.asarray(shards[0].data) if shards else np.zeros(0)
+        return np.concatenate([np.asarray(s.data).reshape(-1) for s in shards])
+    return np.asarray(value)
+
+
 def _report(problems, strict: bool, where: str) -> None:
     if not problems:
         return
@@ -52,7 +63,7 @@ def check_chains(
     (``full_path``: the run covered the whole schedule) did not end at ``τ``."""
     if not _concrete(num_diverging, final_time, early_stop_time):
         return
-    reverted = np.asarray(num_diverging).reshape(-1)
+    reverted = _local(num_diverging).reshape(-1)
     problems = []
     bad = reverted > REVERTED_SHARE * num_steps
     if bad.any():
@@ -64,8 +75,8 @@ def check_chains(
             "(linear_gaussian_preconditioner, or the noised likelihood's)."
         )
     if full_path:
-        final = np.asarray(final_time, np.float64).reshape(-1)
-        tau = float(np.asarray(early_stop_time))
+        final = _local(final_time).astype(np.float64).reshape(-1)
+        tau = float(_local(early_stop_time).reshape(-1)[0])
         off = ~np.isclose(final, tau, rtol=1e-5, atol=0.0)
         if off.any():
             problems.append(
@@ -83,9 +94,9 @@ def check_smc(
     non-finite evidence."""
     if not _concrete(ess, log_evidence_ratio):
         return
-    ess = np.asarray(ess, np.float64)
+    ess = _local(ess).astype(np.float64)
     problems = []
-    if not np.isfinite(np.asarray(log_evidence_ratio)).all():
+    if not np.isfinite(_local(log_evidence_ratio)).all():
         problems.append(
             "the log-evidence is not finite: every particle's weight vanished (a "
             "diverged or infinitely unlikely ensemble)."

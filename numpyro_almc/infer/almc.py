@@ -26,13 +26,18 @@ from numpyro_almc.infer.model_fns import (
 )
 from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
-from numpyro_almc.mcmc.finish import FinalStage, finish
+from numpyro_almc.mcmc.finish import FinalStage, as_final_stage, finish
 from numpyro_almc.path.preconditioners import (
     hessian_diagonal_preconditioner,
     hessian_preconditioner,
 )
 from numpyro_almc.path.schedules import ALMCSchedule, budget_schedule, step_params
-from numpyro_almc.run.chains import FINISH_KEYS, THETA_KEYS, standard_normal_like
+from numpyro_almc.run.chains import (
+    FINISH_KEYS,
+    THETA_KEYS,
+    offset_key,
+    standard_normal_like,
+)
 from numpyro_almc.types import Array, ArrayTree
 
 __all__ = ["ALMC", "ALMCSamplerState"]
@@ -451,9 +456,9 @@ class ALMC(MCMCKernel):
 
         def one(st):
             key_x = jax.random.fold_in(st.rng_key, i)
-            key_theta = _offset_key(st.rng_key, THETA_KEYS, i)
-            # The draw after step i (counter i + 1), as run_almc's finish_chains.
-            key_finish = _offset_key(st.rng_key, FINISH_KEYS, i + 1)
+            key_theta = offset_key(st.rng_key, THETA_KEYS, i)
+            # The draw after step i (counter i + 1), as run_almc's final draw.
+            key_finish = offset_key(st.rng_key, FINISH_KEYS, i + 1)
             return self._move(key_x, key_theta, st, i, loglik_fn, score_fn, key_finish)
 
         return jax.vmap(one)(state) if batched else one(state)
@@ -523,7 +528,7 @@ class ALMC(MCMCKernel):
 
         def finished(z):
             xs, theta = self._split(z)
-            x_grad, x_unravel = ravel_pytree(self._split(grad)[0])
+            x_grad, _ = ravel_pytree(self._split(grad)[0])
             x_flat, unravel = ravel_pytree(xs)
             # The observation's noised likelihood of the flattened sites: its
             # exact Gaussian step (the model's other terms do not involve xs).
@@ -545,12 +550,9 @@ class ALMC(MCMCKernel):
         return jax.lax.cond(i >= self._num_warmup, finished, lambda z: z, z)
 
 
-def _offset_key(key, offset, i):
-    return jax.random.fold_in(key, jnp.uint32(offset) + i.astype(jnp.uint32))
-
-
 def _check_final_stage(final_stage, likelihood_path, model):
-    """The validated :class:`FinalStage` (or None) of the NumPyro kernels."""
+    """The validated :class:`FinalStage` (or None) of the NumPyro kernels: only on
+    the noised path of a model."""
     if final_stage is None or final_stage is False:
         return None
     if model is None or likelihood_path != "noised":
@@ -559,14 +561,7 @@ def _check_final_stage(final_stage, likelihood_path, model):
             "with a model and likelihood_path='noised' (the paper's path has no "
             "exact reverse step from its draws at τ)."
         )
-    if final_stage is True:
-        return FinalStage()
-    if not isinstance(final_stage, FinalStage):
-        raise TypeError(
-            "`final_stage` must be None, True or a FinalStage "
-            f"(FinalStage.build(num_steps=..., min_time=...)), got {final_stage!r}."
-        )
-    return FinalStage.build(*final_stage)
+    return as_final_stage(final_stage)
 
 
 def _check_arguments(

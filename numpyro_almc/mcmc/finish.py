@@ -36,7 +36,7 @@ from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.path.ou import ou_noise_variance
 from numpyro_almc.types import Array, ArrayTree, PRNGKey
 
-__all__ = ["FinalStage", "check_final_stage", "finish"]
+__all__ = ["FinalStage", "as_final_stage", "check_final_stage", "finish"]
 
 
 class FinalStage(NamedTuple):
@@ -81,19 +81,27 @@ class FinalStage(NamedTuple):
         )
 
 
-def check_final_stage(final_stage, loglikelihood_fn) -> FinalStage | None:
-    """``final_stage`` as a :class:`FinalStage` (None stays None); raise when the
-    likelihood is not a noised-path one."""
-    if final_stage is None:
+def as_final_stage(final_stage) -> FinalStage | None:
+    """``final_stage`` (None, False, True or a :class:`FinalStage`) as a validated
+    :class:`FinalStage`, or None."""
+    if final_stage is None or final_stage is False:
         return None
     if final_stage is True:
-        final_stage = FinalStage()
+        return FinalStage()
     if not isinstance(final_stage, FinalStage):
         raise TypeError(
             "`final_stage` must be None, True or a FinalStage "
             f"(FinalStage.build(num_steps=..., min_time=...)), got {final_stage!r}."
         )
-    final_stage = FinalStage.build(*final_stage)
+    return FinalStage.build(*final_stage)
+
+
+def check_final_stage(final_stage, loglikelihood_fn) -> FinalStage | None:
+    """:func:`as_final_stage`, raising when the likelihood is not a noised-path
+    one."""
+    final_stage = as_final_stage(final_stage)
+    if final_stage is None:
+        return None
     if not getattr(loglikelihood_fn, "time_dependent", False):
         raise ValueError(
             "The final stage continues the noised-likelihood path down to t = 0 and "

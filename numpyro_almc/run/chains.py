@@ -150,12 +150,17 @@ THETA_KEYS = 2**31
 FINISH_KEYS = 3 * 2**30
 
 
+def offset_key(key: PRNGKey, offset: int, i) -> PRNGKey:
+    """``fold_in(key, offset + i)`` (``i`` int32), in uint32 arithmetic."""
+    return jax.random.fold_in(
+        key, jnp.uint32(offset) + jnp.asarray(i).astype(jnp.uint32)
+    )
+
+
 def offset_keys(keys: Array, offset: int, i) -> Array:
-    """``fold_in(keys[c], offset + i)`` for every chain (``i`` int32, unbatched or
-    per chain)."""
-    data = jnp.uint32(offset) + jnp.asarray(i).astype(jnp.uint32)
-    data = jnp.broadcast_to(data, keys.shape)
-    return jax.vmap(jax.random.fold_in)(keys, data)
+    """:func:`offset_key` of every chain (``i`` unbatched or per chain)."""
+    i = jnp.broadcast_to(jnp.asarray(i), keys.shape)
+    return jax.vmap(lambda k, j: offset_key(k, offset, j))(keys, i)
 
 
 def step_keys(keys: Array, i) -> Array:

@@ -14,6 +14,8 @@ sub-namespaces:
 * :mod:`numpyro_almc.smc`: the Feynman–Kac step, its weight terms, the evidence;
 * :mod:`numpyro_almc.run`: the one step loop, what it keeps, chain keys, sharding;
 * :mod:`numpyro_almc.io`: chunked runs on disk and the ArviZ export;
+* :mod:`numpyro_almc.diagnostics`: an ALMC-aware summary, path health, a kernel Stein
+  discrepancy and a data-driven early-stopping time;
 * :mod:`numpyro_almc.infer`: the NumPyro façades;
 * :mod:`numpyro_almc.baselines`, :mod:`numpyro_almc.testbeds`,
   :mod:`numpyro_almc.models` (extra ``[nn]``).
@@ -21,6 +23,7 @@ sub-namespaces:
 
 from numpyro_almc import (
     baselines,
+    diagnostics,
     infer,
     io,
     mcmc,
@@ -75,6 +78,7 @@ __all__ = [
     "sample_prior",
     # layers
     "baselines",
+    "diagnostics",
     "infer",
     "io",
     "mcmc",

@@ -230,7 +230,13 @@ def _from_smc(result, *, var_names, resample: bool, seed: int):
         "final_ess": float(ess[-1]) * row,
         "min_ess": float(ess.min()) * row,
         "num_resampling_events": int(resampled.sum()) * row.astype(np.int64),
+        # Run-level numbers, repeated per draw like final_ess (sample_stats only
+        # holds (chain, draw) variables).
+        "log_evidence_ratio": float(result.log_evidence_ratio) * row,
+        "log_evidence_ratio_se": float(result.log_evidence_ratio_se) * row,
     }
+    if result.log_evidence is not None:
+        sample_stats["log_evidence"] = float(result.log_evidence) * row
     attrs = {
         "ess_trace": ess.tolist(),
         "resampling_steps": np.flatnonzero(resampled).tolist(),
@@ -240,7 +246,27 @@ def _from_smc(result, *, var_names, resample: bool, seed: int):
     if result.log_evidence is not None:
         attrs["log_evidence"] = float(result.log_evidence)
     posterior = {k: v[None] for k, v in particles.items()}
-    return {"posterior": posterior, "sample_stats": sample_stats}, attrs
+    # The path, one entry per step: a group of its own (dimension "step").
+    smc_path = {
+        "time": np.asarray(result.info.time),
+        "ess": ess,
+        "resampled": resampled,
+        "log_evidence_increment": np.asarray(result.info.log_evidence_increment),
+        "num_diverging": np.asarray(result.info.num_diverging),
+    }
+    return {"posterior": posterior, "sample_stats": sample_stats}, attrs, smc_path
+
+
+def _add_step_group(data, name: str, variables: dict):
+    """Add ``name`` with ``(step,)`` variables to an InferenceData or DataTree."""
+    import xarray as xr
+
+    ds = xr.Dataset({k: ("step", np.asarray(v)) for k, v in variables.items()})
+    if arviz_major_version() >= 1:
+        data[name] = xr.DataTree(ds)
+    else:
+        data.add_groups({name: ds})
+    return data
 
 
 def to_inference_data(
@@ -287,9 +313,13 @@ def to_inference_data(
         ``SMCResult`` (from :func:`~numpyro_almc.run_almc_smc`) only: the particles
         become one chain of draws; with ``resample=True`` they are first resampled
         (systematic, ``seed``) to equal weights, since ArviZ treats draws as equally
-        weighted. ``sample_stats`` holds ``log_weight``, ``final_ess``, ``min_ess``
-        and ``num_resampling_events``; the ESS trace, the resampling steps and the
-        evidence estimate go to the attributes.
+        weighted. ``sample_stats`` holds ``log_weight``, ``final_ess``, ``min_ess``,
+        ``num_resampling_events`` and the evidence (``log_evidence_ratio``, its
+        ``log_evidence_ratio_se`` and, when known, ``log_evidence``), repeated per
+        draw; a group ``smc_path`` holds, per step (dimension ``step``), ``time``,
+        ``ess``, ``resampled``, ``log_evidence_increment`` and ``num_diverging``
+        (read it with :func:`numpyro_almc.diagnostics.smc_summary`). The ESS trace,
+        the resampling steps and the evidence also go to the attributes.
     coords, dims, attrs
         Passed to ``arviz.from_dict``.
 
@@ -314,12 +344,13 @@ def to_inference_data(
     False
     """
     if isinstance(result, SMCResult):
-        groups, smc_attrs = _from_smc(
+        groups, smc_attrs, smc_path = _from_smc(
             result, var_names=var_names, resample=resample, seed=seed
         )
-        return _build(
+        data = _build(
             groups, coords=coords, dims=dims, attrs={**smc_attrs, **(attrs or {})}
         )
+        return _add_step_group(data, "smc_path", smc_path)
     if isinstance(result, ALMCResult):
         groups = _from_result(
             result, var_names=var_names, warmup=warmup, draw=draw, path_every=path_every

@@ -68,6 +68,13 @@ def _scaled_system(A, noise_std, t, dtype):
     return a, cov
 
 
+def _scaled_variances(noise_std, sq_singular, t, dtype):
+    t = jnp.asarray(t, dtype)
+    a = jnp.where(jnp.isinf(t), jnp.zeros_like(t), jnp.exp(-t))
+    c = a**2 * noise_std.astype(dtype) ** 2 + (1 - a**2) * sq_singular.astype(dtype)
+    return a, c
+
+
 class NoisedGaussianLikelihood(NamedTuple):
     r"""The noised likelihood ``L_t`` of ``y = A x + N(0, σ_y² I)`` (a pytree).
 
@@ -120,12 +127,7 @@ class NoisedGaussianLikelihood(NamedTuple):
     def scaled_variances(self, t, dtype) -> tuple[Array, Array]:
         """``(a, c)``: ``a = e^{-t}`` (0 at ``t = inf``) and the eigenvalues ``c`` of
         ``C_t = a² σ² I + (1 − a²) A Aᵀ`` in the basis ``left`` (needs the SVD)."""
-        t = jnp.asarray(t, dtype)
-        a = jnp.where(jnp.isinf(t), jnp.zeros_like(t), jnp.exp(-t))
-        c = a**2 * self.noise_std.astype(dtype) ** 2 + (1 - a**2) * (
-            self.sq_singular.astype(dtype)
-        )
-        return a, c
+        return _scaled_variances(self.noise_std, self.sq_singular, t, dtype)
 
     def scaled_log_det(self, t, dtype) -> Array:
         """``log det C_t`` over the directions where ``C_t`` is positive (finite at
@@ -198,7 +200,9 @@ class NoisedGaussianLikelihood(NamedTuple):
 
     @property
     def preconditioner(self) -> NoisedGaussianPreconditioner:
-        return NoisedGaussianPreconditioner(self.A, self.noise_std)
+        return NoisedGaussianPreconditioner(
+            self.A, self.noise_std, self.left, self.sq_singular
+        )
 
 
 def _normal(key, like):
@@ -228,14 +232,25 @@ class NoisedGaussianPreconditioner(NamedTuple):
 
     A: Array
     noise_std: Array
+    #: The likelihood's SVD (``U`` and the padded ``s²``, see
+    #: :class:`NoisedGaussianLikelihood`): with it ``C_t`` is diagonal in ``U`` and a
+    #: rank-deficient ``A`` is exact at ``t = inf``; without it, a pseudo-inverse.
+    left: Array | None = None
+    sq_singular: Array | None = None
 
     time_dependent = True
 
     def at(self, t) -> DensePreconditioner:
         dtype = self.A.dtype
         A = self.A
-        _, cov = _scaled_system(A, self.noise_std.astype(dtype), t, dtype)
-        hessian = jnp.eye(A.shape[1], dtype=dtype) + A.T @ jnp.linalg.solve(cov, A)
+        if self.left is None:
+            _, cov = _scaled_system(A, self.noise_std.astype(dtype), t, dtype)
+            gain = jnp.linalg.pinv(cov, hermitian=True) @ A
+            hessian = jnp.eye(A.shape[1], dtype=dtype) + A.T @ gain
+        else:
+            _, c = _scaled_variances(self.noise_std, self.sq_singular, t, dtype)
+            B = self.left.astype(dtype).T @ A  # rows s_i v_iᵀ
+            hessian = jnp.eye(A.shape[1], dtype=dtype) + B.T @ (_pinv(c)[:, None] * B)
         return inverse_hessian_preconditioner(hessian)
 
 
@@ -550,6 +565,12 @@ def noised_gaussian_likelihood(
         raise ValueError("`noise_std` must be a positive scalar.")
     # Factor A once, so no call solves a d_y × d_y system (10× faster on CPU).
     left, singular, _ = jnp.linalg.svd(A, full_matrices=True)
+    # Singular values below the rank tolerance (numpy's matrix_rank rule) are
+    # zero: a rank-deficient A (a mask's zero rows, d_y > d) otherwise leaves
+    # rounding-sized s² > 0 that C_∞ = A Aᵀ would divide by, and whose logs would
+    # enter the evidence (−½ Σ log s², hundreds of nats for a mask).
+    tol = jnp.max(singular, initial=0.0) * max(A.shape) * jnp.finfo(A.dtype).eps
+    singular = jnp.where(singular > tol, singular, 0)
     sq_singular = (
         jnp.zeros(A.shape[0], A.dtype).at[: singular.shape[0]].set(singular**2)
     )

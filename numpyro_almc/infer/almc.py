@@ -23,6 +23,7 @@ from numpyro_almc.infer.model_fns import (
     init_model,
     joint_fns,
     noised_preconditioner,
+    operator_preconditioner,
 )
 from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
@@ -109,14 +110,25 @@ class ALMC(MCMCKernel):
     ----------
     model
         A NumPyro model with at least one :class:`ScorePrior` site.
-    potential_fn, score_fn
-        Without a model: ``potential_fn(z) = R(z)`` (minus the log likelihood) and
-        ``score_fn(z, t)`` for the whole position ``z`` (pass ``init_params`` to run).
+    potential_fn
+        Without a model: ``potential_fn(z) = R(z)`` (minus the log likelihood) of the
+        whole position ``z``, with ``score_fn`` (pass ``init_params`` to run).
+    score_fn
+        Without a model: the prior score ``score_fn(z, t)`` of the whole position
+        ``z``.
     schedule
         An explicit :class:`ALMCSchedule`; then ``num_warmup`` must equal
         ``schedule.num_steps``.
-    step_size, early_stop_time, initial_time, grid, step_rule
-        Knobs of the default :func:`budget_schedule` built from ``num_warmup``.
+    step_size
+        ``δ`` of the default :func:`budget_schedule` built from ``num_warmup``.
+    early_stop_time
+        ``τ`` of the default :func:`budget_schedule`.
+    initial_time
+        ``T`` of the default :func:`budget_schedule`.
+    grid
+        Time grid of the default :func:`budget_schedule`.
+    step_rule
+        Step rule of the default :func:`budget_schedule`.
     num_warm_start_steps
         Warm-start length (default: a tenth of ``num_warmup``, at most 100).
     warm_start_step_size
@@ -331,12 +343,16 @@ class ALMC(MCMCKernel):
 
     def _conditional_preconditioner(self, x_loglik, xs, theta):
         precond = self._preconditioner
-        if isinstance(precond, str) and self._observation is not None:
-            # "auto" on the noised path: (I + ∇²(−log L_t))^{-1} at the current σ,
-            # time dependent (evaluated at each step's time).
-            return noised_preconditioner(
-                self._observation, x_loglik.noise_std({**xs, **theta})
-            )
+        observation = self._observation
+        if isinstance(precond, str) and observation is not None:
+            noise_std = x_loglik.noise_std({**xs, **theta})
+            if self._parts.noised:
+                # "auto" on the noised path: (I + ∇²(−log L_t))^{-1} at the current
+                # σ, time dependent (evaluated at each step's time).
+                return noised_preconditioner(observation, noise_std)
+            # "auto" on the paper path with the model's operator: (I + AᵀA/σ²)^{-1}
+            # at the current σ, from the operator's factorisation (no d × d matrix).
+            return operator_preconditioner(observation, noise_std)
         if isinstance(precond, str):  # "auto": curvature at x = 0 (the prior mean)
             zeros = jax.tree.map(jnp.zeros_like, xs)
             if self._diagonal_auto(xs):
@@ -348,13 +364,48 @@ class ALMC(MCMCKernel):
 
     def _diagonal_auto(self, xs) -> bool:
         """Whether ``"auto"`` takes the Hessian's diagonal, fixed at the start: above
-        ``AUTO_DENSE_MAX_DIM`` ScorePrior numbers (and off the noised path, whose
-        preconditioner comes from the observation's factorised operator)."""
+        ``AUTO_DENSE_MAX_DIM`` ScorePrior numbers, unless the preconditioner comes
+        from the observation (the noised path, or the model's operator)."""
         size = sum(math.prod(jnp.shape(v)) for v in jax.tree.leaves(xs))
         return (
             isinstance(self._preconditioner, str)
             and self._observation is None
             and size > AUTO_DENSE_MAX_DIM
+        )
+
+    def _auto_description(self, xs) -> str:
+        """The log line saying which preconditioner ``"auto"`` chose, and why."""
+        observation = self._observation
+        if observation is not None:
+            A = observation.A
+            source = (
+                f"the model's operator {type(A).__name__} (its own factorisation, "
+                "no dense matrix)"
+                if observation.is_operator
+                else f"the dense {A.shape[0]}x{A.shape[1]} forward matrix (SVD once)"
+            )
+            form = (
+                "the noised path's (I + A^T C_t^-1 A)^-1"
+                if self._parts.noised
+                else "(I + A^T A / sigma^2)^-1"
+            )
+            return (
+                f"ALMC: preconditioner='auto' is {form} of '{observation.site}' from "
+                f"{source}, re-evaluated at the current noise scale."
+            )
+        note = self._parts.operator_note
+        why = "" if note is None else f" No operator preconditioner: {note}"
+        if self._diagonal_auto(xs):
+            return (
+                f"ALMC: preconditioner='auto' with more than {AUTO_DENSE_MAX_DIM} "
+                "ScorePrior numbers uses the diagonal of the Hessian of R at the "
+                "start, fixed for the run (a dense Hessian per step would cost "
+                "O(d^3)); write the location as op(x) with an operator of "
+                "numpyro_almc.operators, or pass a preconditioner, for more." + why
+            )
+        return (
+            "ALMC: preconditioner='auto' is the inverse of I + the dense Hessian of R "
+            "at x = 0, re-formed when other sites move." + why
         )
 
     def _joint_fns(self, model_args, model_kwargs):
@@ -384,6 +435,7 @@ class ALMC(MCMCKernel):
                 model_kwargs,
                 self._init_strategy,
                 self._likelihood_path,
+                find_operator=isinstance(self._preconditioner, str),
             )
             # The paper starts ScorePrior sites from N(0, I), not from a prior draw
             # (which would cost a full reverse diffusion).
@@ -397,16 +449,8 @@ class ALMC(MCMCKernel):
             z = init_params
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
         schedule = self._schedule
-        if self._model is not None and self._diagonal_auto(
-            {k: z[k] for k in self._score_sites}
-        ):
-            _logger.info(
-                "ALMC: preconditioner='auto' with more than %d ScorePrior numbers uses "
-                "the diagonal of the Hessian of R at the start, fixed for the run "
-                "(a dense Hessian per step would cost O(d^3)); pass a preconditioner "
-                "(e.g. linear_gaussian_preconditioner of an operator) for more.",
-                AUTO_DENSE_MAX_DIM,
-            )
+        if self._model is not None and isinstance(self._preconditioner, str):
+            _logger.info(self._auto_description({k: z[k] for k in self._score_sites}))
 
         def one(z, key):
             xs, theta = self._split(z)

@@ -33,10 +33,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.primitives import apply_stack
 
 from numpyro_almc.types import Array, ArrayLike
 
 __all__ = ["AbstractLinearOperator", "OperatorPreconditioner", "ScaledOperator"]
+
+#: The type of the NumPyro message that ``op(x)`` sends (see
+#: :meth:`AbstractLinearOperator.__call__`).
+FORWARD_OPERATOR_MESSAGE = "forward_operator"
 
 
 # ----------------------------------------------------------------------------- checks
@@ -175,6 +180,34 @@ class AbstractLinearOperator(eqx.Module):
         return jnp.zeros((), dtype=float).dtype
 
     # The two maps -------------------------------------------------------------
+    def __call__(self, x: ArrayLike) -> Array:
+        """``A x``, as :meth:`apply`, announced to NumPyro's effect handlers.
+
+        Write ``dist.Normal(op(x), sigma)`` in a NumPyro model and
+        :class:`~numpyro_almc.ALMC` / :class:`~numpyro_almc.ALMCSMC` recognise the
+        forward operator (:mod:`numpyro_almc.infer.model_fns`). The application is
+        a NumPyro message of type ``"forward_operator"`` without a name: every
+        NumPyro handler passes it through untouched (as NumPyro's own nameless
+        ``control_flow`` messages), ``trace`` does not record it, and outside a
+        model it costs one Python dict. ``op.apply(x)`` computes the same without
+        the message (then the façade cannot see the operator).
+
+        Examples
+        --------
+        >>> from numpyro_almc.operators import Mask
+        >>> Mask(jnp.array([True, False]))(jnp.array([3.0, 4.0]))
+        Array([3., 0.], dtype=float32)
+        """
+        msg = {
+            "type": FORWARD_OPERATOR_MESSAGE,
+            "fn": self.apply,
+            "args": (x,),
+            "kwargs": {},
+            "value": None,
+            "operator": self,
+        }
+        return apply_stack(msg)["value"]
+
     def apply(self, x: ArrayLike) -> Array:
         """``A x`` for ``x`` of ``in_shape``; returns an array of ``out_shape``.
 

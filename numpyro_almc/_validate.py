@@ -5,7 +5,26 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_choice", "check_count", "check_positive"]
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "MAX_INITIAL_TIME",
+    "check_choice",
+    "check_count",
+    "check_divergence_threshold",
+    "check_finite_values",
+    "check_float_dtype",
+    "check_initial_time",
+    "check_positive",
+    "is_concrete",
+]
+
+#: Largest OU start time accepted: ``p_T`` is within ``e^{-2T}`` of ``N(0, I)``, so
+#: past ``T ≈ 20`` nothing changes in float64; ``e^{2T}`` overflows float32 above
+#: ``T ≈ 44`` (the VE scale, the log-SNR grid), and the steps spent there are wasted.
+MAX_INITIAL_TIME = 40.0
 
 
 def check_count(name: str, value, minimum: int = 0) -> int:
@@ -31,7 +50,70 @@ def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
     return value
 
 
+def check_divergence_threshold(value) -> float | None:
+    """None (the dimension's default bound) or a ``float > 0``; ``inf`` allowed
+    (only the finiteness check)."""
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(
+            "`divergence_threshold` must be None (the default bound), a positive "
+            f"number of nats or inf (finiteness only), got {type(value).__name__}."
+        )
+    value = float(value)
+    if not value > 0:
+        raise ValueError(
+            f"`divergence_threshold` must be > 0 (a drop of log L in nats), got "
+            f"{value}; pass inf to keep only the finiteness check."
+        )
+    return value
+
+
 def check_choice(name: str, value, options) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``options``."""
     if value not in options:
         raise ValueError(f"`{name}` must be one of {tuple(options)}, got {value!r}.")
+
+
+def check_initial_time(name: str, value) -> float:
+    """``value`` as a finite OU start time in ``(0, MAX_INITIAL_TIME]``."""
+    value = check_positive(name, value)
+    if value > MAX_INITIAL_TIME:
+        raise ValueError(
+            f"`{name}` = {value:g} is too large: p_T is N(0, I) to float precision "
+            f"from T ≈ 20 on, and e^(2T) overflows float32 above T ≈ 44. Use "
+            f"{name} <= {MAX_INITIAL_TIME:g} (3 to 10 is usual)."
+        )
+    return value
+
+
+def check_float_dtype(name: str, dtype):
+    """``dtype`` as a NumPy floating dtype; anything else raises ``TypeError``."""
+    try:
+        resolved = jnp.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a floating dtype such as jnp.float32, got {dtype!r}."
+        ) from None
+    if not jnp.issubdtype(resolved, jnp.floating):
+        raise TypeError(
+            f"`{name}` must be a floating dtype such as jnp.float32, got {resolved} "
+            "(integer or boolean times and step sizes would be truncated)."
+        )
+    return resolved
+
+
+def is_concrete(*values) -> bool:
+    """True unless one of ``values`` is a JAX tracer (value checks are skipped)."""
+    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(values))
+
+
+def check_finite_values(name: str, value, what: str = "") -> None:
+    """Raise ``ValueError`` if a concrete ``value`` holds NaN or an infinity."""
+    if not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"`{name}` holds NaN or infinite values{what}; pass finite numbers."
+        )

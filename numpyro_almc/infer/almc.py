@@ -14,7 +14,11 @@ from numpyro.infer.initialization import init_to_median
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import identity, is_prng_key
 
-from numpyro_almc._validate import check_choice, check_positive
+from numpyro_almc._validate import (
+    check_choice,
+    check_divergence_threshold,
+    check_positive,
+)
 from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc.infer.mala import theta_mala_step
 from numpyro_almc.infer.model_fns import (
@@ -39,6 +43,7 @@ from numpyro_almc.run.chains import (
     offset_key,
     standard_normal_like,
 )
+from numpyro_almc.run.health import check_chains, check_smc
 from numpyro_almc.types import Array, ArrayTree
 
 __all__ = ["ALMC", "ALMCSamplerState"]
@@ -165,6 +170,12 @@ class ALMC(MCMCKernel):
         which carries the OU noise of time ``τ``; the chain itself goes on at
         ``τ``. Needs ``likelihood_path="noised"``. The position at ``τ`` stays
         available as the extra field ``"z"``.
+    divergence_threshold
+        A signal step that lowers ``log L`` by more than this many nats is
+        reverted and flagged (the extra field ``"diverging"``), as a non-finite
+        one is. None: :func:`~numpyro_almc.mcmc.default_divergence_threshold` of
+        the number of ScorePrior numbers (``2d + 10√(2d) + 50``); ``inf``: only
+        non-finite steps.
 
     Notes
     -----
@@ -209,6 +220,7 @@ class ALMC(MCMCKernel):
         init_strategy=init_to_median,
         likelihood_path: str = "paper",
         final_stage: FinalStage | bool | None = None,
+        divergence_threshold: float | None = None,
     ):
         _check_arguments(
             model,
@@ -245,6 +257,7 @@ class ALMC(MCMCKernel):
         self._likelihood_path = likelihood_path
         self._final_stage = _check_final_stage(final_stage, likelihood_path, model)
         self._theta_step_size = check_positive("theta_step_size", theta_step_size)
+        self._divergence_threshold = check_divergence_threshold(divergence_threshold)
         self._init_strategy = init_strategy
         self._parts = None
         self._sample_fn = None
@@ -505,7 +518,33 @@ class ALMC(MCMCKernel):
             key_finish = offset_key(st.rng_key, FINISH_KEYS, i + 1)
             return self._move(key_x, key_theta, st, i, loglik_fn, score_fn, key_finish)
 
-        return jax.vmap(one)(state) if batched else one(state)
+        new = jax.vmap(one)(state) if batched else one(state)
+        self._report_at_path_end(i, new)
+        return new
+
+    def _report_at_path_end(self, i, state, smc=None):
+        """After the last warmup step (the end of the annealing path), a Python
+        warning (:mod:`numpyro_almc.run.health`) when chains reverted more than 1 %
+        of their steps or did not reach ``τ`` (for ``ALMCSMC`` also a collapsed
+        ensemble). NumPyro has no hook after a run, so a host callback does it;
+        ``i`` is shared by the chains, so this is a real branch taken once."""
+        tau = self._schedule.early_stop_time
+        where = f"MCMC({type(self).__name__})"
+        num_warmup = self._num_warmup
+
+        def report(num_diverging, time, tau, smc_values):
+            check_chains(
+                num_diverging, num_warmup, time, tau, strict=False, where=where
+            )
+            if smc_values is not None:
+                ess, log_evidence_ratio, n = smc_values
+                check_smc(ess, log_evidence_ratio, n, strict=False, where=where)
+
+        def callback(_):
+            # τ through the callback too: in the kernel it is a traced value.
+            jax.debug.callback(report, state.num_diverging, state.time, tau, smc)
+
+        jax.lax.cond(i + 1 == num_warmup, callback, lambda _: None, None)
 
     def _move(self, key_x, key_theta, st, i, loglik_fn, score_fn, key_finish=None):
         """The move of one chain at step ``i`` (``rng_key`` carried unchanged), and
@@ -520,7 +559,7 @@ class ALMC(MCMCKernel):
             # it from their current values. Given those values M is constant, so
             # the signal update still targets its exact conditional.
             precond = self._conditional_preconditioner(x_loglik, xs, theta)
-        new, info = build_kernel()(
+        new, info = build_kernel(divergence_threshold=self._divergence_threshold)(
             key_x,
             core,
             x_loglik,

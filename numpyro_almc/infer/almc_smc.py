@@ -100,16 +100,24 @@ class ALMCSMC(ALMC):
 
     Parameters
     ----------
-    model, potential_fn, score_fn
+    model
+        As in :class:`ALMC`.
+    potential_fn
+        As in :class:`ALMC`.
+    score_fn
         As in :class:`ALMC`.
     ess_threshold
         Resample when ``ESS < ess_threshold · N`` (0: only at the end of the path).
     resampling
         ``"systematic"``, ``"stratified"``, ``"residual"`` or ``"multinomial"``.
-    divergence, num_probes
+    divergence
         ``∇·s`` exactly (``"exact"``: ``d`` JVPs per particle and step, for small
-        ``d``) or by Hutchinson's estimator with ``num_probes`` probes.
-    quadrature, warm_start_correction
+        ``d``) or by Hutchinson's estimator (``"hutchinson"``).
+    num_probes
+        Probes of Hutchinson's estimator (``divergence="hutchinson"`` only).
+    quadrature
+        As in :func:`numpyro_almc.run_almc_smc`.
+    warm_start_correction
         As in :func:`numpyro_almc.run_almc_smc`.
     **kwargs
         Every other argument of :class:`ALMC` (schedule knobs, preconditioner, ...).
@@ -295,13 +303,13 @@ class ALMCSMC(ALMC):
         def per_particle(value):
             return jnp.broadcast_to(value, (n,))
 
+        log_evidence_ratio = state.log_evidence_ratio[0] + log_increment
+        self._report_at_path_end(i, moved, smc=(ess[None], log_evidence_ratio, n))
         return ALMCSMCSamplerState(
             **{f: getattr(moved, f) for f in _BASE_FIELDS},
             log_weight=log_w,
             ancestor=state.ancestor[idx],
-            log_evidence_ratio=per_particle(
-                state.log_evidence_ratio[0] + log_increment
-            ),
+            log_evidence_ratio=per_particle(log_evidence_ratio),
             num_resampling=state.num_resampling + resampled.astype(jnp.int32),
             ess=per_particle(ess.astype(dtype)),
             resampled=per_particle(resampled),

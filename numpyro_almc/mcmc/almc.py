@@ -15,6 +15,7 @@ for the warm start, whose prior is ``N(0, I)`` (score ``-x``; no network call).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 from jax.flatten_util import ravel_pytree
 
+from numpyro_almc._validate import check_divergence_threshold
 from numpyro_almc.mcmc._checks import at_time, check_tree, float_dtype, score_at
 from numpyro_almc.path.schedules import (
     ALMCSchedule,
@@ -37,6 +39,7 @@ __all__ = [
     "ALMCInfo",
     "init",
     "build_kernel",
+    "default_divergence_threshold",
     "as_top_level_api",
     "standard_normal_score",
 ]
@@ -91,10 +94,15 @@ class ALMCInfo(NamedTuple):
     step_size
         The step size ``δ`` used.
     is_diverging
-        True when the proposal (or its score or likelihood) was not finite; the step
-        was then reverted: the state is the previous one with ``step`` advanced.
+        True when the proposal (or its score or likelihood) was not finite, or when
+        it lowered ``log L`` by more than the kernel's ``divergence_threshold``; the
+        step was then reverted: the state is the previous one with ``step``
+        advanced.
     loglikelihood
         ``log L`` of the returned position.
+    loglikelihood_drop
+        ``log L`` before the step less ``log L`` of the proposal (reverted or not):
+        how far the step went toward the divergence threshold.
 
     Examples
     --------
@@ -112,6 +120,7 @@ class ALMCInfo(NamedTuple):
     step_size: Array
     is_diverging: Array
     loglikelihood: Array
+    loglikelihood_drop: Array
 
 
 def standard_normal_score(position: ArrayTree) -> ArrayTree:
@@ -180,8 +189,30 @@ def init(
     )
 
 
+def default_divergence_threshold(dim: int) -> float:
+    r"""The default bound on the one-step drop of ``log L``: ``2d + 10√(2d) + 50``.
+
+    A Langevin step inside its stability region (``δ λ_max(M H) < 2`` for the
+    likelihood's Hessian ``H``) changes a Gaussian ``log L`` near its stationary law
+    by about ``−½ Σ_i λ_i (x_i'^2 − x_i^2)``, at most ``½ χ²_d`` in distribution
+    (mean ``d/2``); the bound is four times that mean plus ten standard deviations
+    of ``χ²_d`` and a constant for small ``d``. An unstable step multiplies the
+    distance to the mode by ``|1 − δλ| > 1`` each time: the drop grows
+    geometrically and crosses the bound within a few steps, long before the
+    position overflows (measured in ``benchmarks/divergence_bound.py``: healthy
+    runs on every testbed stay far below it).
+
+    Examples
+    --------
+    >>> default_divergence_threshold(1), round(default_divergence_threshold(4096))
+    (66.14213562373095, 9197)
+    """
+    return 2.0 * dim + 10.0 * math.sqrt(2.0 * dim) + 50.0
+
+
 def build_kernel(
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    divergence_threshold: float | None = None,
 ):
     r"""Build the ALMC move (pure, single chain, not jitted).
 
@@ -189,6 +220,10 @@ def build_kernel(
     ----------
     reference_score_fn
         Score of the warm-start prior (used when a time is ``inf``).
+    divergence_threshold
+        A step that lowers ``log L`` by more than this is reverted and flagged, as
+        a non-finite one is. None: :func:`default_divergence_threshold` of the
+        position's size; ``inf`` keeps only the finiteness check.
 
     Returns
     -------
@@ -246,16 +281,24 @@ def build_kernel(
         # total past the float range, which is a divergence too).
         wide = jnp.promote_types(dtype, jnp.float32)
         total = sum(jnp.sum(v, dtype=wide) for v in jax.tree.leaves(proposal[:4]))
-        finite = jnp.isfinite(total)
+        drop = jnp.asarray(state.loglikelihood, wide) - jnp.asarray(loglikelihood, wide)
+        bound = (
+            default_divergence_threshold(x.size)
+            if divergence_threshold is None
+            else divergence_threshold
+        )
+        # A NaN drop (a non-finite start) compares False: only finiteness decides.
+        accept = jnp.isfinite(total) & jnp.logical_not(drop > bound)
         reverted = state._replace(step=state.step + 1)
         new_state = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), proposal, reverted
+            lambda new, old: jnp.where(accept, new, old), proposal, reverted
         )
         info = ALMCInfo(
             time=state.time,
             step_size=step_size,
-            is_diverging=jnp.logical_not(finite),
+            is_diverging=jnp.logical_not(accept),
             loglikelihood=new_state.loglikelihood,
+            loglikelihood_drop=drop,
         )
         return new_state, info
 
@@ -319,6 +362,7 @@ def as_top_level_api(
     *,
     preconditioner=None,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    divergence_threshold: float | None = None,
 ) -> SamplingAlgorithm:
     r"""ALMC as a ``blackjax.base.SamplingAlgorithm`` following ``schedule``.
 
@@ -339,6 +383,12 @@ def as_top_level_api(
     preconditioner
         Optional ``M`` (see ``linear_gaussian_preconditioner``); a time-dependent one
         is evaluated at each step's time.
+    reference_score_fn
+        Score of the warm-start prior (used when a time is ``inf``).
+    divergence_threshold
+        A step that lowers ``log L`` by more than this many nats is reverted and
+        flagged (``info.is_diverging``). None: :func:`default_divergence_threshold`
+        of the position's size; ``inf``: only non-finite steps.
 
     Examples
     --------
@@ -357,7 +407,10 @@ def as_top_level_api(
     with Annealed Langevin Monte Carlo. ICLR 2026, arXiv:2508.07631.
     """
     check_schedule(schedule)
-    step = scheduled_step(build_kernel(reference_score_fn), schedule, preconditioner)
+    kernel = build_kernel(
+        reference_score_fn, check_divergence_threshold(divergence_threshold)
+    )
+    step = scheduled_step(kernel, schedule, preconditioner)
 
     def init_fn(position: ArrayLikeTree, rng_key: PRNGKey | None = None) -> ALMCState:
         del rng_key

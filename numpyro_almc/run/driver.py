@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from numpyro_almc._static import by_identity
-from numpyro_almc._validate import check_count
+from numpyro_almc._validate import check_count, check_divergence_threshold
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
 from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
@@ -92,6 +92,7 @@ def run_almc(
     mesh: Mesh | None = None,
     final_stage: FinalStage | bool | None = None,
     strict: bool = False,
+    divergence_threshold: float | None = None,
 ) -> ALMCResult:
     r"""Run ``num_chains`` independent ALMC chains along ``schedule``, jitted.
 
@@ -106,9 +107,11 @@ def run_almc(
     ----------
     rng_key
         A JAX PRNG key.
-    loglikelihood_fn, score_fn
-        As in :func:`numpyro_almc.almc`. Pass the same function objects on every call
-        to reuse the compiled run (they are static arguments of the jit).
+    loglikelihood_fn
+        As in :func:`numpyro_almc.almc`. Pass the same function object on every call
+        to reuse the compiled run (it is a static argument of the jit).
+    score_fn
+        As in :func:`numpyro_almc.almc`; static, as ``loglikelihood_fn``.
     schedule
         The path. Its arrays are traced: changing step sizes or times (same number
         of steps) does not recompile.
@@ -156,6 +159,11 @@ def run_almc(
         After the run, a chain that reverted more than 1 % of its steps, or did not
         end at the early-stopping time, gives an ``ALMCRunWarning``
         (:mod:`numpyro_almc.run.health`); with ``strict=True`` a ``RuntimeError``.
+    divergence_threshold
+        A step that lowers ``log L`` by more than this many nats is reverted and
+        counted in ``num_diverging``, as a non-finite one is. None: the
+        dimension's default, :func:`~numpyro_almc.mcmc.default_divergence_threshold`
+        (``2d + 10√(2d) + 50``); ``inf``: only non-finite steps.
 
     Returns
     -------
@@ -173,6 +181,7 @@ def run_almc(
     """
     check_schedule(schedule)
     num_chains = check_count("num_chains", num_chains, 1)
+    divergence_threshold = check_divergence_threshold(divergence_threshold)
     num_steps = schedule.num_steps if num_steps is None else num_steps
     num_steps = check_count("num_steps", num_steps, 1)
     save = SaveAt.build(
@@ -203,6 +212,7 @@ def run_almc(
         total_steps=num_steps,
         save=save,
         initialise=True,
+        divergence_threshold=divergence_threshold,
     )
     num_diverging, final_draw = out.num_diverging, None
     if final_stage is not None:

@@ -98,6 +98,7 @@ class ChainsOutput(NamedTuple):
         "total_steps",
         "save",
         "initialise",
+        "divergence_threshold",
     ),
 )
 def run_chains(
@@ -116,6 +117,7 @@ def run_chains(
     total_steps: int,
     save: SaveAt,
     initialise: bool,
+    divergence_threshold: float | None = None,
 ) -> ChainsOutput:
     """Steps ``start … start + num_steps − 1`` of a run of ``total_steps`` steps.
 
@@ -125,7 +127,7 @@ def run_chains(
     between chunks. The final-window draw (``save.final_window``) is reservoir
     sampling over the last steps of the whole run.
     """
-    kernel = build_kernel(reference_score_fn)
+    kernel = build_kernel(reference_score_fn, divergence_threshold)
     if initialise:
         states = init_states(
             states_or_positions,

@@ -28,6 +28,11 @@ class ALMCTrace(NamedTuple):
         Number of chains whose step was reverted.
     mean_loglikelihood
         Chain average of ``log L`` after the step.
+    max_loglikelihood_drop
+        The largest one-step drop of ``log L`` over chains (of the proposal,
+        reverted or not), beside the kernel's divergence threshold
+        (:func:`~numpyro_almc.mcmc.default_divergence_threshold`): how close the
+        healthy steps came to being flagged. None in traces saved before it existed.
 
     Examples
     --------
@@ -43,27 +48,31 @@ class ALMCTrace(NamedTuple):
     step_size: Array
     num_diverging: Array
     mean_loglikelihood: Array
+    max_loglikelihood_drop: Array | None = None
 
     @staticmethod
-    def per_step(info) -> tuple[Array, Array]:
+    def per_step(info) -> tuple[Array, Array, Array]:
         """What the step loop stacks of one step's batched
-        :class:`~numpyro_almc.mcmc.ALMCInfo`: the number of reverted chains and the
-        chain mean of ``log L``. Time and step size are the schedule's, filled in by
-        :meth:`build` after the loop (stacking them per step costs a quarter of a
-        2-D step)."""
+        :class:`~numpyro_almc.mcmc.ALMCInfo`: the number of reverted chains, the
+        chain mean of ``log L`` and the largest drop of ``log L``. Time and step
+        size are the schedule's, filled in by :meth:`build` after the loop
+        (stacking them per step costs a quarter of a 2-D step)."""
         return (
             jnp.sum(info.is_diverging, dtype=jnp.int32),
             jnp.mean(info.loglikelihood),
+            jnp.max(info.loglikelihood_drop),
         )
 
     @classmethod
     def build(cls, schedule, first, per_step) -> ALMCTrace:
         """The trace of steps ``first, first + 1, …`` from the stacked
         :meth:`per_step` values."""
-        num_diverging, mean_loglikelihood = per_step
+        num_diverging, mean_loglikelihood, max_drop = per_step
         steps = first + jnp.arange(num_diverging.shape[0])
         params = jax.vmap(lambda i: step_params(schedule, i))(steps)
-        return cls(params.time, params.step_size, num_diverging, mean_loglikelihood)
+        return cls(
+            params.time, params.step_size, num_diverging, mean_loglikelihood, max_drop
+        )
 
 
 class SaveAt(NamedTuple):

@@ -22,13 +22,41 @@ state is kept as ``state.p{process:03d}.prev.npz``); :func:`load_chunks` merges 
 :func:`export_netcdf` streams the chunks of a run, one at a time, into one NetCDF
 file with ArviZ's layout (``posterior``, ``sample_stats``), which
 ``arviz.from_netcdf`` opens lazily.
+
+Safety of the run folder (see ``docs/howto/long_runs.md``):
+
+* one writer per folder: ``run.lock`` (``run.p{process:03d}.lock`` per process of a
+  multi-process run) is created with ``O_CREAT | O_EXCL`` and holds the writer's
+  pid, host and start time; a second writer gets :class:`RunLockedError`. A lock
+  whose pid is no longer running on this host is stale and removed with a warning;
+  a lock from another host is removed only with ``break_lock=True``;
+* temporary files are named ``<file>.<pid>.<random>.tmp`` and moved into place with
+  ``os.replace``;
+* ``resume=True`` never deletes a chunk: a folder with chunks but no state file is
+  refused; only ``resume=False`` deletes an earlier run;
+* every run has a run id (a uuid) and a fingerprint (sha256) of its array inputs:
+  the key, the schedule's arrays, the preconditioner's leaves, the starting
+  positions and the array leaves of the callables (e.g. a
+  ``jax.tree_util.Partial``'s arguments, an equinox network's weights). Both are
+  in the state file and ``run.json``; every chunk holds the run id, its index,
+  the fingerprint's digest and a sha256 per array. A resume with other inputs,
+  a chunk of another run, a chunk whose checksum or size differs from the one
+  the state file recorded: each raises a ``ValueError`` naming the input or file.
+  The code of the callables cannot be compared: ``tag=`` labels it.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import os
 import pathlib
+import re
+import secrets
+import socket
+import uuid
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -39,6 +67,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count as _check_count
+from numpyro_almc._validate import check_divergence_threshold
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
 from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
@@ -67,10 +96,17 @@ from numpyro_almc.run.sharding import (
 )
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
-__all__ = ["ChunkedResult", "run_almc_chunked", "load_chunks", "export_netcdf"]
+__all__ = [
+    "ChunkedResult",
+    "RunLockedError",
+    "run_almc_chunked",
+    "load_chunks",
+    "export_netcdf",
+]
 
 _STATE_FILE = "state.npz"
-_FORMAT_VERSION = 1
+# 2: run id, input fingerprints, chunk checksums and sizes, run.lock.
+_FORMAT_VERSION = 2
 
 
 class ChunkedResult(NamedTuple):
@@ -86,11 +122,16 @@ class ChunkedResult(NamedTuple):
         Whether all ``num_steps`` steps are done (False after ``max_chunks``).
     count
         Number of kept draws per chain that entered the moments.
-    mean, variance
-        Per-chain running mean and (population, ``ddof=0``) variance of the kept
-        draws of each stored site, dicts ``site -> (chains, *event_shape)``.
-    pooled_mean, pooled_variance
-        The same over all chains together.
+    mean
+        Per-chain running mean of the kept draws of each stored site, a dict
+        ``site -> (chains, *event_shape)``.
+    variance
+        Per-chain running (population, ``ddof=0``) variance of the same draws, a
+        dict like ``mean``.
+    pooled_mean
+        The mean over all chains together.
+    pooled_variance
+        The (population) variance over all chains together.
     num_diverging
         int32 reverted steps of each chain.
     path
@@ -101,6 +142,9 @@ class ChunkedResult(NamedTuple):
         ``final_draw``; not stored in the run directory: a resumed, finished run
         recomputes it from the saved state, bit for bit). ``None`` otherwise. The
         kept draws and their moments are of the chains at ``τ``.
+    run_id
+        The run's id (a uuid, fixed when the run starts, the same after every
+        resume; ``None`` when nothing is written).
 
     Examples
     --------
@@ -124,6 +168,7 @@ class ChunkedResult(NamedTuple):
     num_diverging: Array
     path: pathlib.Path | None
     final_draw: ArrayTree | None = None
+    run_id: str | None = None
 
 
 def _acc_dict(acc, names):
@@ -148,13 +193,340 @@ def _key_fingerprint(rng_key) -> list[int]:
     return [int(v) for v in np.asarray(data).ravel()]
 
 
-def _atomic_savez(path: pathlib.Path, **arrays):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+# --------------------------------------------------------------------------------
+# One writer per run folder: an exclusive lock file.
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing (or was writing) this run folder.
+
+    Raised by :func:`run_almc_chunked` when the folder's lock file exists and its
+    holder is running, runs on another host, or cannot be identified. The message
+    names the folder, the lock file and its holder (pid, host, start time).
+    """
+
+
+def _lock_file(run_dir: pathlib.Path, process: int | None) -> pathlib.Path:
+    return run_dir / f"run{_suffix(process)}.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _read_text(file: pathlib.Path) -> str | None:
+    try:
+        return file.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _stale_reason(holder: dict | None) -> str | None:
+    """Why a lock is stale (its holder is dead), or None if that cannot be told."""
+    if not isinstance(holder, dict):
+        return None
+    pid, host = holder.get("pid"), holder.get("host")
+    if host != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return None
+    if _pid_alive(pid):
+        return None
+    return f"its holder, pid {pid} on this host, is no longer running"
+
+
+def _break_lock(file: pathlib.Path, seen: str) -> None:
+    """Remove ``file`` if it still holds ``seen`` (another process may have broken
+    it and taken a new lock since it was read: that one is put back)."""
+    grave = file.with_name(f"{file.name}.{os.getpid()}.{secrets.token_hex(4)}.broken")
+    try:
+        os.rename(file, grave)
+    except FileNotFoundError:
+        return
+    if _read_text(grave) != seen:  # a live lock taken meanwhile: restore it
+        try:
+            os.link(grave, file)
+        except FileExistsError:  # pragma: no cover - a third writer in between
+            pass
+    grave.unlink(missing_ok=True)
+
+
+def _describe_holder(holder: dict | None, text: str) -> str:
+    if not isinstance(holder, dict):
+        return f"an unidentified holder (lock file content {text[:200]!r})"
+    return (
+        f"pid {holder.get('pid')} on host {holder.get('host')!r}, "
+        f"since {holder.get('time')}"
+    )
+
+
+def _acquire_lock(run_dir: pathlib.Path, process: int | None, break_lock: bool) -> str:
+    """Create the folder's lock file atomically; return its token."""
+    file = _lock_file(run_dir, process)
+    token = uuid.uuid4().hex
+    text = json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "token": token,
+        }
+    )
+    for _ in range(10):
+        try:
+            fd = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            seen = _read_text(file)
+            if seen is None:  # released meanwhile
+                continue
+            try:
+                holder = json.loads(seen)
+            except ValueError:  # empty: being written, or its writer died
+                holder = None
+            reason = _stale_reason(holder)
+            if break_lock or reason is not None:
+                _break_lock(file, seen)
+                if not break_lock:
+                    warnings.warn(
+                        f"Removed the stale lock {file} ({reason}); its run is "
+                        "resumed from the last chunk it completed.",
+                        stacklevel=3,
+                    )
+                continue
+            raise RunLockedError(
+                f"{run_dir} is locked by {_describe_holder(holder, seen)} (lock file "
+                f"{file.name}): another run_almc_chunked writes this folder. Wait "
+                "for it to finish, or write to another `path`. If that process is "
+                "dead (a lock from another host, or a reused pid, cannot be "
+                "checked), pass break_lock=True or delete the lock file."
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        return token
+    raise RunLockedError(  # pragma: no cover - ten writers racing for one lock
+        f"Could not take the lock {file}: other writers keep taking it."
+    )
+
+
+def _release_lock(run_dir: pathlib.Path, process: int | None, token: str) -> None:
+    file = _lock_file(run_dir, process)
+    text = _read_text(file)
+    try:
+        ours = text is not None and json.loads(text).get("token") == token
+    except (ValueError, AttributeError):
+        ours = False
+    if ours:
+        file.unlink(missing_ok=True)
+    else:
+        warnings.warn(
+            f"The lock {file} was removed or replaced by another process while this "
+            "run held it (break_lock=True elsewhere?): two writers may have written "
+            "this folder; check the run with load_chunks.",
+            stacklevel=3,
+        )
+
+
+# --------------------------------------------------------------------------------
+# Writing files: per-process temporary names, atomic replace.
+
+
+def _tmp_name(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. a platform without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: pathlib.Path, write) -> int:
+    """``write(f)`` to a temporary file moved onto ``path``; the file's size."""
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+            size = os.fstat(f.fileno()).st_size
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return size
+
+
+def _atomic_savez(path: pathlib.Path, **arrays) -> int:
+    return _atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+# Temporary files of a killed writer: <name>.<pid>.<hex>.tmp
+_TMP = re.compile(
+    r"^(?:chunk_\d{6}|state|run)(?P<suffix>\.p\d{3})?(?:\.prev)?\.(?:npz|json)"
+    r"\.\d+\.[0-9a-f]+\.tmp$"
+)
+
+
+def _remove_leftovers(run_dir: pathlib.Path, process: int | None) -> None:
+    """Delete the temporary files a killed writer of this process left (the lock
+    is held: nobody else writes these names)."""
+    for file in run_dir.glob("*.tmp"):
+        m = _TMP.match(file.name)
+        if m is not None and (m["suffix"] or "") == _suffix(process):
+            file.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------
+# Fingerprints and checksums.
+
+
+def _sha256(a: np.ndarray) -> str:
+    """sha256 of an array's shape and bytes (C order)."""
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(repr(a.shape).encode())
+    h.update(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+    return h.hexdigest()
+
+
+def _leaf_array(x) -> np.ndarray | None:
+    """A pytree leaf as numpy, or None when it is no array (a function, a string)
+    or not held by this process."""
+    if isinstance(x, bool | int | float | complex | np.generic):
+        return np.asarray(x)
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, jax.Array):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        if x.is_fully_addressable or x.is_fully_replicated:
+            return _host(x)
+    return None
+
+
+def _fingerprint(name: str, tree) -> dict[str, str]:
+    """``{name + leaf path: sha256}`` for every array leaf of ``tree``."""
+    try:
+        leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    except Exception:  # pragma: no cover - an object jax cannot flatten
+        return {}
+    out = {}
+    for leaf_path, leaf in leaves:
+        a = _leaf_array(leaf)
+        if a is not None:
+            out[name + jax.tree_util.keystr(leaf_path)] = _sha256(a)
+    return out
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _config_digest(config: dict) -> str:
+    return _digest(json.dumps(config, sort_keys=True))
+
+
+def _write_chunk(file, arrays, *, run_id, chunk, config_digest) -> tuple[str, int]:
+    """Write a chunk with its fingerprint; return (digest of its meta, size)."""
+    meta = json.dumps(
+        {
+            "run_id": run_id,
+            "chunk": chunk,
+            "config_sha256": config_digest,
+            "arrays": {k: _sha256(v) for k, v in sorted(arrays.items())},
+        },
+        sort_keys=True,
+    )
+    size = _atomic_savez(file, meta=np.asarray(meta), **arrays)
+    return _digest(meta), size
+
+
+class _DamagedFile(ValueError):
+    """A run file that fails a check (its message names the file)."""
+
+
+def _damaged(file, problem: str, todo: str) -> ValueError:
+    return _DamagedFile(f"{file} {problem}. {todo}")
+
+
+_LOAD_TODO = (
+    "Restore this file from a copy. If it is lost, recompute the run in a new "
+    "folder with the same arguments (the same key gives the same draws, bit for "
+    "bit); deleting it does not help, as every completed chunk is read."
+)
+_RESUME_TODO = (
+    "The run cannot be continued with this chunk: restore the file from a copy, "
+    "or move the folder away and rerun elsewhere, or pass resume=False to delete "
+    "the run here and start afresh."
+)
+
+
+def _check_chunk(file, k, run_id, digest, size, todo) -> dict:
+    """Check chunk ``k``'s file against the state's record; return its meta.
+
+    Reads the small ``meta`` entry only (a zip member); the arrays' checksums are
+    checked as they are read (:func:`_read_chunk`).
+    """
+    if not file.exists():
+        raise _damaged(file, f"is missing (chunk {k} of a completed run)", todo)
+    try:
+        with np.load(file) as f:
+            text = str(f["meta"])
+        meta = json.loads(text)
+    except KeyError:
+        raise _damaged(
+            file,
+            "holds no fingerprint: it was not written by this version of "
+            "run_almc_chunked (copied in from elsewhere?)",
+            todo,
+        ) from None
+    except Exception as err:
+        raise _damaged(
+            file,
+            f"cannot be read ({type(err).__name__}: {err}); it is truncated or damaged",
+            todo,
+        ) from err
+    if meta.get("run_id") != run_id:
+        raise _damaged(
+            file,
+            f"belongs to another run (run id {meta.get('run_id')}; this folder's "
+            f"run is {run_id}): it was copied in from another run folder",
+            todo,
+        )
+    if meta.get("chunk") != k:
+        raise _damaged(
+            file,
+            f"holds chunk {meta.get('chunk')} of this run, not chunk {k} (renamed "
+            "or copied over?)",
+            todo,
+        )
+    if _digest(text) != digest:
+        raise _damaged(
+            file,
+            "does not match the chunk the state file recorded (checksum differs)",
+            todo,
+        )
+    actual = file.stat().st_size
+    if actual != size:
+        raise _damaged(
+            file,
+            f"has {actual} bytes where {size} were written (truncated or modified)",
+            todo,
+        )
+    return meta
 
 
 def _suffix(process: int | None) -> str:
@@ -207,8 +579,17 @@ def _from_local_rows(rows: np.ndarray, mesh, num_chains: int):
     )
 
 
+class _Record(NamedTuple):
+    """What a state file records of the run's files: its id, and the digest of
+    every completed chunk's meta and that file's size."""
+
+    run_id: str
+    digests: list
+    sizes: list
+
+
 def _save_state(
-    file, config, chunks_done, steps_done, states, acc, num_diverging, chains
+    file, config, chunks_done, steps_done, states, acc, num_diverging, chains, record
 ):
     count, means, m2s = acc
     arrays = {
@@ -218,6 +599,9 @@ def _save_state(
         "count": _host(count),
         "num_diverging": _local_rows(num_diverging)[1],
         "chains": chains,
+        "run_id": np.asarray(record.run_id),
+        "chunk_sha256": np.asarray(record.digests, dtype="<U64"),
+        "chunk_bytes": np.asarray(record.sizes, dtype=np.int64),
     }
     for j, leaf in enumerate(jax.tree.leaves(states)):
         arrays[f"state_{j}"] = _local_rows(leaf)[1]
@@ -227,18 +611,50 @@ def _save_state(
     _atomic_savez(file, **arrays)
 
 
+def _record_of(f) -> _Record | None:
+    """The record in an open state file (None: a format-1 file, which has none)."""
+    if "run_id" not in f:
+        return None
+    return _Record(
+        str(f["run_id"]),
+        [str(d) for d in f["chunk_sha256"]],
+        [int(n) for n in f["chunk_bytes"]],
+    )
+
+
+_FRESH = (
+    "Pass the same arguments to resume it, another `path` for a new run, or "
+    "resume=False to delete it and start afresh."
+)
+
+
 def _check_config(file, saved, config):
     saved.setdefault("num_processes", 1)  # files written before multi-process runs
+    if saved.get("version") != config["version"]:
+        raise ValueError(
+            f"{file.parent} holds a run written by format version "
+            f"{saved.get('version')} of run_almc_chunked (this is version "
+            f"{config['version']}); it cannot be resumed. load_chunks reads it; "
+            "resume=False deletes it and starts afresh, or pass another `path`."
+        )
     if saved != config:
         diff = {
             k: (saved.get(k), config.get(k))
-            for k in set(saved) | set(config)
-            if saved.get(k) != config.get(k)
+            for k in sorted(set(saved) | set(config))
+            if saved.get(k) != config.get(k) and k != "inputs"
         }
+        old, new = saved.get("inputs", {}), config.get("inputs", {})
+        inputs = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+        what = []
+        if inputs:
+            what.append(
+                "these array inputs differ (sha256 of their values): "
+                + ", ".join(inputs)
+            )
+        if diff:
+            what.append(f"these arguments differ (saved, asked): {diff}")
         raise ValueError(
-            f"{file.parent} holds a different run (saved vs asked: {diff}); pass the "
-            "same arguments to resume, another `path`, or resume=False to "
-            "overwrite it."
+            f"{file.parent} holds a different run: {'; '.join(what)}. {_FRESH}"
         )
 
 
@@ -247,13 +663,22 @@ def _chunks_done_of(file) -> int | None:
     try:
         with np.load(file) as f:
             return int(f["chunks_done"])
-    except (OSError, ValueError, KeyError):
+    except Exception:  # missing, truncated (BadZipFile), not a state file
         return None
 
 
 def _load_state(file, config, states_template, num_sites, mesh, num_chains):
-    with np.load(file) as f:
-        _check_config(file, json.loads(str(f["config"])), config)
+    try:
+        f = np.load(file)
+        saved = json.loads(str(f["config"]))
+    except Exception as err:
+        raise ValueError(
+            f"{file} cannot be read ({type(err).__name__}: {err}): the run's state "
+            "is damaged. Restore it from a copy, or pass resume=False to delete the "
+            "run and start afresh."
+        ) from err
+    with f:
+        _check_config(file, saved, config)
         leaves, treedef = jax.tree.flatten(states_template)
 
         def put(name):
@@ -273,7 +698,83 @@ def _load_state(file, config, states_template, num_sites, mesh, num_chains):
             states,
             acc,
             put("num_diverging"),
+            _record_of(f),
         )
+
+
+def _agree(error: str | None, process: int | None, what: str) -> None:
+    """Raise ``error`` here, and in every process when any process has one (so no
+    process goes on to wait for the others at a barrier)."""
+    if process is not None:
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.int32(error is not None))
+        if error is None and np.any(flags):
+            bad = [int(p) for p in np.flatnonzero(flags)]
+            error = f"Process(es) {bad} of this run found {what}; see their errors."
+    if error is not None:
+        raise ValueError(error)
+
+
+def _check_committed(run_dir, process, record, chunks_done) -> str | None:
+    """Check every completed chunk of this process (cheap: meta and size only)."""
+    for k in range(chunks_done):
+        try:
+            _check_chunk(
+                _chunk_file(run_dir, k, process),
+                k,
+                record.run_id,
+                record.digests[k],
+                record.sizes[k],
+                _RESUME_TODO,
+            )
+        except ValueError as err:
+            return str(err)
+    return None
+
+
+def _data_files(run_dir, process, config_digest) -> list[pathlib.Path]:
+    """The files of an earlier run that a fresh start would delete.
+
+    A crash before the first state is saved leaves at most chunk 0 of this same
+    run (same fingerprint): recomputing it loses nothing, so it is not counted.
+    """
+    if process is None:
+        chunks = sorted(run_dir.glob("chunk_*.npz"))
+        states = sorted(run_dir.glob("state*.npz"))
+    else:
+        chunks = sorted(run_dir.glob(f"chunk_*{_suffix(process)}.npz"))
+        states = [
+            f
+            for f in (
+                _state_file(run_dir, process),
+                _state_file(run_dir, process, prev=True),
+            )
+            if f.exists()
+        ]
+    if not states and chunks == [_chunk_file(run_dir, 0, process)]:
+        try:
+            with np.load(chunks[0]) as f:
+                meta = json.loads(str(f["meta"]))
+            if meta.get("config_sha256") == config_digest:
+                return []
+        except Exception:
+            pass
+    return [*states, *chunks]
+
+
+def _refuse_without_state(run_dir, files) -> str:
+    names = [f.name for f in files]
+    listed = ", ".join(names[:3]) + (
+        f", … ({len(names)} files)" if len(names) > 3 else ""
+    )
+    return (
+        f"{run_dir} holds files of an earlier run ({listed}) but no usable state "
+        "file, so that run cannot be continued, and resume=True never deletes "
+        "data. To keep them, move them elsewhere first (load_chunks needs the "
+        "state file to read chunks); to delete them and start afresh here, pass "
+        "resume=False; or pass another `path`."
+    )
 
 
 def _process_state_file(run_dir, process) -> pathlib.Path | None:
@@ -325,12 +826,16 @@ def run_almc_chunked(
     callback: Callable[[int, int], None] | None = None,
     final_stage: FinalStage | bool | None = None,
     strict: bool = False,
+    init_positions: ArrayLikeTree | None = None,
+    tag: str | None = None,
+    break_lock: bool = False,
+    divergence_threshold: float | None = None,
 ) -> ChunkedResult:
     r"""Run :func:`run_almc` in chunks of ``chunk_size`` steps, streaming to disk.
 
-    (Long because it is the file protocol: the run's fingerprint, fresh start or
-    resume, multi-process state files and the barrier between them; the steps
-    themselves are :func:`numpyro_almc.run.loop.run_chains`.)
+    (Long because it is the file protocol: the lock, the run's fingerprint, fresh
+    start or resume, multi-process state files and the barrier between them; the
+    steps themselves are :func:`numpyro_almc.run.loop.run_chains`.)
 
     Device memory holds one chunk's kept draws at most; host memory the same, as
     each chunk is written and dropped. The steps are exactly those of
@@ -341,8 +846,20 @@ def run_almc_chunked(
 
     Parameters
     ----------
-    rng_key, loglikelihood_fn, score_fn, schedule, position, num_chains, num_steps
+    rng_key
         As in :func:`run_almc`.
+    loglikelihood_fn
+        As in :func:`run_almc`.
+    score_fn
+        As in :func:`run_almc`.
+    schedule
+        As in :func:`run_almc`.
+    position
+        As in :func:`run_almc`.
+    num_chains
+        As in :func:`run_almc` (required here).
+    num_steps
+        As in :func:`run_almc` (required here).
     chunk_size
         Steps per jitted scan (a multiple of ``keep_every``). Memory per chunk is
         about ``num_chains * chunk_size / keep_every * dim`` numbers.
@@ -357,17 +874,23 @@ def run_almc_chunked(
         moments (e.g. ``schedule.num_steps`` to keep only the tail at ``τ``).
     sites
         Names of the position leaves to store and summarise (dict keys, ``"a.b"`` for
-        nested dicts, ``"x"`` for a lone array); default all.
+        nested dicts, ``"x"`` for a lone array); None: all.
     resume
         If ``path`` holds a run with the same arguments, continue it from its last
-        completed chunk; ``False`` starts afresh and overwrites it.
+        completed chunk (after checking that every completed chunk's file is there,
+        of its recorded size and checksum, and of this run). A run with other
+        arguments or array inputs, or chunk files without a state file, raise a
+        ``ValueError`` and nothing is deleted. ``False`` deletes an earlier run in
+        ``path`` and starts afresh: the only way chunks are ever deleted.
     store
         Write the kept draws (``False``: moments and state only).
     max_chunks
         Run at most this many chunks in this call (then ``complete`` is False and a
         later call with ``resume=True`` goes on).
-    devices, mesh
-        Shard chains over devices, as in :func:`run_almc`. With a ``mesh`` over
+    devices
+        Shard chains over devices, as in :func:`run_almc`.
+    mesh
+        Shard chains over a mesh, as in :func:`run_almc`. With a ``mesh`` over
         the devices of several processes (``jax.distributed``), each process
         writes its own chains' files; see ``docs/multi_host.md``.
     callback
@@ -379,10 +902,47 @@ def run_almc_chunked(
     strict
         As in :func:`~numpyro_almc.run_almc`: the health check of a completed run
         warns, or with ``strict=True`` raises (the chunks stay on disk).
+    init_positions
+        Starting positions with a leading chain axis, as in :func:`run_almc`
+        (default: ``N(0, I)`` draws from ``rng_key``).
+    tag
+        A label of what the fingerprint cannot compare, stored in the run and
+        compared on resume: the code of ``loglikelihood_fn``, ``score_fn`` and
+        ``reference_score_fn`` and data they close over (e.g. ``"model v3, data
+        2024-05-01"``).
+    divergence_threshold
+        As in :func:`~numpyro_almc.run_almc` (part of the run's fingerprint).
+    break_lock
+        Remove the folder's lock file even if its holder cannot be shown dead (a
+        lock from another host, or an unreadable one). Only when no other process
+        writes ``path``.
 
     Returns
     -------
     ChunkedResult
+
+    Raises
+    ------
+    RunLockedError
+        Another process holds the folder's lock (``run.lock``): its pid runs on
+        this host, or it is on another host (then pass ``break_lock=True`` once
+        that process is known to be dead). A lock whose pid no longer runs on
+        this host is removed with a warning.
+    ValueError
+        On resume: the folder holds a different run (the message names the
+        differing arguments or array inputs), chunk files without a state file,
+        or a completed chunk that is missing, truncated, of another run or with
+        another checksum (the message names the file and what to do).
+
+    Notes
+    -----
+    The fingerprint covers every array input: ``rng_key``, the arrays of
+    ``schedule``, the leaves of ``preconditioner``, the starting positions, and
+    the array leaves of the three callables when they are pytrees (a
+    ``jax.tree_util.Partial``'s arguments, an equinox module's weights). It
+    cannot cover the callables' code or the data a plain closure captures: a
+    resume with another likelihood of the same shapes is not detected. Label
+    them with ``tag``, or start each changed model in a fresh ``path``.
 
     Examples
     --------
@@ -402,6 +962,7 @@ def run_almc_chunked(
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     num_chains = _check_count("num_chains", num_chains, 1)
+    divergence_threshold = check_divergence_threshold(divergence_threshold)
     num_steps = _check_count("num_steps", num_steps, 1)
     chunk_size = _check_count("chunk_size", chunk_size, 1)
     keep_every = _check_count("keep_every", keep_every, 1)
@@ -445,126 +1006,195 @@ def run_almc_chunked(
         "dtypes": [str(jnp.result_type(v)) for v in jax.tree.leaves(position)],
         "schedule_steps": schedule.num_steps,
         "num_processes": max(len(processes), 1),
+        "tag": tag,
+        "divergence_threshold": divergence_threshold,
     }
+    if tag is not None and not isinstance(tag, str):
+        raise TypeError(f"`tag` must be a string or None, got {type(tag).__name__}.")
 
     keys = shard_chains(run_keys(rng_key, num_chains), mesh)
     schedule_d = replicate(schedule, mesh)
     preconditioner_d = replicate(preconditioner, mesh)
-    positions = shard_chains(starting_positions(rng_key, position, num_chains), mesh)
+    starts = starting_positions(rng_key, position, num_chains, init_positions)
+    if path is not None:
+        config["inputs"] = {
+            **_fingerprint("schedule", schedule),
+            **_fingerprint("preconditioner", preconditioner),
+            **_fingerprint("init_positions", starts),
+            **_fingerprint("loglikelihood_fn", loglikelihood_fn),
+            **_fingerprint("score_fn", score_fn),
+            **_fingerprint("reference_score_fn", reference_score_fn),
+        }
+    positions = shard_chains(starts, mesh)
+    del starts
     statics = dict(
         loglikelihood_fn=by_identity(loglikelihood_fn),
         score_fn=by_identity(score_fn),
         reference_score_fn=by_identity(reference_score_fn),
         total_steps=num_steps,
         save=save,
+        divergence_threshold=divergence_threshold,
     )
     # The moments as lists in site order (the state files' layout).
     acc = _acc_list(welford_init(save.kept(positions)), kept_names)
     num_diverging = shard_chains(jnp.zeros((num_chains,), jnp.int32), mesh)
     chunks_done, steps_done, states = 0, 0, positions
     chains = _local_rows(num_diverging)[0]
+    config_digest = _config_digest(config)
+    record = None
 
     run_dir = None if path is None else pathlib.Path(path)
+    lock = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if process is None:
-            state_file = _state_file(run_dir) if resume else None
-            if state_file is not None and not state_file.exists():
-                state_file = None
-        else:
-            state_file = _process_state_file(run_dir, process) if resume else None
-        if state_file is not None:
-            # The tree structure of the states (to unflatten the saved leaves).
-            template = jax.eval_shape(
-                lambda p: init_states(
-                    p, schedule, loglikelihood_fn, score_fn, reference_score_fn
-                ),
-                positions,
-            )
-            chunks_done, steps_done, states, acc, num_diverging = _load_state(
-                state_file, config, template, len(kept_index), mesh, num_chains
-            )
-        else:
-            if process is None:  # everything of an earlier run
-                stale = [*run_dir.glob("chunk_*.npz"), *run_dir.glob("state*.npz")]
-            else:  # this process's files only (and process 0 a one-process run's)
-                stale = [
-                    *run_dir.glob(f"chunk_*{_suffix(process)}.npz"),
-                    _state_file(run_dir, process),
-                    _state_file(run_dir, process, prev=True),
-                ]
-                if process == 0:
-                    stale += [*run_dir.glob("chunk_" + "[0-9]" * 6 + ".npz")]
-                    stale.append(_state_file(run_dir))
-            for file in stale:
-                file.unlink(missing_ok=True)
-            if process in (None, 0):
-                with open(run_dir / "run.json", "w") as f:
-                    json.dump({**config, "site_names": names}, f)
-
-    ran = 0
-    while steps_done < num_steps and (max_chunks is None or ran < max_chunks):
-        length = min(chunk_size, num_steps - steps_done)
-        out = run_chains(
-            keys,
-            states,
-            np.int32(steps_done),
-            schedule_d,
-            preconditioner_d,
-            _acc_dict(acc, kept_names),
-            num_diverging,
-            num_steps=length,
-            initialise=steps_done == 0,
-            **statics,
-        )
-        states, num_diverging, trace = out.states, out.num_diverging, out.trace
-        acc = _acc_list(out.moments, kept_names)
-        draws = None if out.kept is None else [out.kept[s] for s in kept_names]
-        if run_dir is None:
-            # Nothing below waits for the chunk: without this, dispatch would run
-            # ahead and queue many chunks' buffers at once.
-            jax.block_until_ready(states)
-        # Step indices of the kept blocks of this chunk, and which are stored.
-        ends = steps_done + keep_every * np.arange(1, length // keep_every + 1) - 1
-        keep = ends >= keep_from
+        lock = _acquire_lock(run_dir, process, break_lock)
+    try:
         if run_dir is not None:
-            arrays = {}
-            if store:
-                for name, d in zip(kept_names, draws, strict=True):
-                    rows = _local_rows(d)[1]
-                    # No copy when the whole chunk is kept (one chunk less on host).
-                    arrays[f"draw/{name}"] = rows if keep.all() else rows[:, keep]
-            arrays["step"] = ends[keep].astype(np.int64)
-            for field, value in trace._asdict().items():
-                arrays[f"trace/{field}"] = _host(value)
-            if process is not None:
-                arrays["chain"] = chains
-            _atomic_savez(_chunk_file(run_dir, chunks_done, process), **arrays)
-        del draws, trace
-        steps_done += length
-        chunks_done += 1
-        ran += 1
-        if run_dir is not None:
-            file = _state_file(run_dir, process)
-            if process is not None:
-                from jax.experimental import multihost_utils
+            _remove_leftovers(run_dir, process)
+            if process is None:
+                state_file = _state_file(run_dir) if resume else None
+                if state_file is not None and not state_file.exists():
+                    state_file = None
+            else:
+                state_file = _process_state_file(run_dir, process) if resume else None
+            if state_file is not None:
+                # The tree structure of the states (to unflatten the saved leaves).
+                template = jax.eval_shape(
+                    lambda p: init_states(
+                        p, schedule, loglikelihood_fn, score_fn, reference_score_fn
+                    ),
+                    positions,
+                )
+                chunks_done, steps_done, states, acc, num_diverging, record = (
+                    _load_state(
+                        state_file, config, template, len(kept_index), mesh, num_chains
+                    )
+                )
+                _agree(
+                    _check_committed(run_dir, process, record, chunks_done),
+                    process,
+                    "a damaged chunk",
+                )
+            else:
+                if resume:  # no state: refuse rather than delete an earlier run
+                    files = _data_files(run_dir, process, config_digest)
+                    _agree(
+                        _refuse_without_state(run_dir, files) if files else None,
+                        process,
+                        "files of an earlier run without a state file",
+                    )
+                if process is None:  # everything of an earlier run, states first
+                    stale = [*run_dir.glob("state*.npz"), *run_dir.glob("chunk_*.npz")]
+                else:  # this process's files only (and process 0 a one-process run's)
+                    stale = [
+                        _state_file(run_dir, process),
+                        _state_file(run_dir, process, prev=True),
+                        *run_dir.glob(f"chunk_*{_suffix(process)}.npz"),
+                    ]
+                    if process == 0:
+                        stale.insert(0, _state_file(run_dir))
+                        stale += [*run_dir.glob("chunk_" + "[0-9]" * 6 + ".npz")]
+                for file in stale:
+                    file.unlink(missing_ok=True)
+                run_id = uuid.uuid4()
+                if process is not None:  # one id for all processes: process 0's
+                    from jax.experimental import multihost_utils
 
-                # Every process's chunk is on disk before any state says it is.
-                multihost_utils.sync_global_devices(f"almc chunk {chunks_done}")
-                if file.exists():
-                    os.replace(file, _state_file(run_dir, process, prev=True))
-            _save_state(
-                file,
-                config,
-                chunks_done,
-                steps_done,
+                    run_id = uuid.UUID(
+                        bytes=bytes(
+                            np.asarray(
+                                multihost_utils.broadcast_one_to_all(
+                                    np.frombuffer(run_id.bytes, np.uint8)
+                                )
+                            ).astype(np.uint8)
+                        )
+                    )
+                record = _Record(run_id.hex, [], [])
+                if process in (None, 0):
+                    text = json.dumps(
+                        {**config, "site_names": names, "run_id": record.run_id}
+                    )
+                    _atomic_write(
+                        run_dir / "run.json", lambda f: f.write(text.encode())
+                    )
+
+        ran = 0
+        while steps_done < num_steps and (max_chunks is None or ran < max_chunks):
+            length = min(chunk_size, num_steps - steps_done)
+            out = run_chains(
+                keys,
                 states,
-                acc,
+                np.int32(steps_done),
+                schedule_d,
+                preconditioner_d,
+                _acc_dict(acc, kept_names),
                 num_diverging,
-                chains,
+                num_steps=length,
+                initialise=steps_done == 0,
+                **statics,
             )
-        if callback is not None:
-            callback(chunks_done, steps_done)
+            states, num_diverging, trace = out.states, out.num_diverging, out.trace
+            acc = _acc_list(out.moments, kept_names)
+            draws = None if out.kept is None else [out.kept[s] for s in kept_names]
+            if run_dir is None:
+                # Nothing below waits for the chunk: without this, dispatch would run
+                # ahead and queue many chunks' buffers at once.
+                jax.block_until_ready(states)
+            # Step indices of the kept blocks of this chunk, and which are stored.
+            ends = steps_done + keep_every * np.arange(1, length // keep_every + 1) - 1
+            keep = ends >= keep_from
+            if run_dir is not None:
+                arrays = {}
+                if store:
+                    for name, d in zip(kept_names, draws, strict=True):
+                        rows = _local_rows(d)[1]
+                        # No copy when the whole chunk is kept (one chunk less on host).
+                        arrays[f"draw/{name}"] = rows if keep.all() else rows[:, keep]
+                arrays["step"] = ends[keep].astype(np.int64)
+                for field, value in trace._asdict().items():
+                    arrays[f"trace/{field}"] = _host(value)
+                if process is not None:
+                    arrays["chain"] = chains
+                digest, size = _write_chunk(
+                    _chunk_file(run_dir, chunks_done, process),
+                    arrays,
+                    run_id=record.run_id,
+                    chunk=chunks_done,
+                    config_digest=config_digest,
+                )
+                record = _Record(
+                    record.run_id, [*record.digests, digest], [*record.sizes, size]
+                )
+                del arrays
+            del draws, trace
+            steps_done += length
+            chunks_done += 1
+            ran += 1
+            if run_dir is not None:
+                file = _state_file(run_dir, process)
+                if process is not None:
+                    from jax.experimental import multihost_utils
+
+                    # Every process's chunk is on disk before any state says it is.
+                    multihost_utils.sync_global_devices(f"almc chunk {chunks_done}")
+                    if file.exists():
+                        os.replace(file, _state_file(run_dir, process, prev=True))
+                _save_state(
+                    file,
+                    config,
+                    chunks_done,
+                    steps_done,
+                    states,
+                    acc,
+                    num_diverging,
+                    chains,
+                    record,
+                )
+            if callback is not None:
+                callback(chunks_done, steps_done)
+    finally:
+        if lock is not None:
+            _release_lock(run_dir, process, lock)
 
     count, means, m2s = acc
     n = int(_host(count))
@@ -606,6 +1236,7 @@ def run_almc_chunked(
         num_diverging=num_diverging,
         path=run_dir,
         final_draw=final_draw,
+        run_id=None if record is None else record.run_id,
     )
 
 
@@ -614,6 +1245,7 @@ class _RunFiles(NamedTuple):
     chunks_done: int
     steps_done: int
     processes: list  # [None] for a single-process run
+    records: dict  # process -> _Record, or None for a format-1 run (no checks)
 
 
 def _run_files(path) -> _RunFiles:
@@ -632,6 +1264,14 @@ def _run_files(path) -> _RunFiles:
             for p in pids
         }
     if not files:
+        chunks = sorted(run_dir.glob("chunk_*.npz"))
+        if chunks:
+            raise FileNotFoundError(
+                f"{run_dir} has no state file but {len(chunks)} chunk file(s) "
+                f"({chunks[0].name} … {chunks[-1].name}): the state file was lost, "
+                "and without it the chunks cannot be checked or read. Restore "
+                f"{_STATE_FILE} from a copy."
+            )
         raise FileNotFoundError(
             f"{run_dir} has no state file: no chunk of a run_almc_chunked run has "
             "completed there."
@@ -641,12 +1281,33 @@ def _run_files(path) -> _RunFiles:
         done = [(_chunks_done_of(f), f) for f in candidates]
         done = [(d, f) for d, f in done if d is not None]
         if not done:
-            raise FileNotFoundError(f"no readable state file of process {p}.")
+            names = ", ".join(f.name for f in candidates if f.exists())
+            raise FileNotFoundError(
+                f"{run_dir}: no readable state file of process {p} ({names} "
+                "truncated or damaged). Restore it from a copy."
+            )
         best[p] = max(done, key=lambda df: df[0])
     chunks_done, file = min(best.values(), key=lambda df: df[0])
     with np.load(file) as f:
         config = json.loads(str(f["config"]))
         steps_done = int(f["steps_done"])
+    records = {}
+    for p, (_, f_p) in best.items():
+        with np.load(f_p) as f:
+            records[p] = _record_of(f)
+    if any(r is None for r in records.values()):
+        warnings.warn(
+            f"{run_dir} was written by format version {config.get('version')} of "
+            "run_almc_chunked: its chunks carry no checksums and are read unchecked.",
+            stacklevel=3,
+        )
+        records = None
+    elif len({r.run_id for r in records.values()}) > 1:
+        ids = {p: r.run_id for p, r in records.items()}
+        raise ValueError(
+            f"{run_dir} holds the state files of different runs (run ids by "
+            f"process: {ids}): gather the files of one run in one directory."
+        )
     config.setdefault("num_processes", 1)
     if len(files) != config["num_processes"]:
         raise FileNotFoundError(
@@ -654,22 +1315,52 @@ def _run_files(path) -> _RunFiles:
             f"by {config['num_processes']}: gather every host's files in one "
             "directory."
         )
-    return _RunFiles(config, chunks_done, steps_done, list(files))
+    return _RunFiles(config, chunks_done, steps_done, list(files), records)
 
 
-def _read_chunk(run_dir, k, processes, sites):
-    """Chunk ``k``: draws (chains in order), kept steps and the trace."""
+def _read_chunk(run_dir, k, info: _RunFiles, sites):
+    """Chunk ``k``: draws (chains in order), kept steps and the trace, each array
+    checked against the checksum its file holds, the file against the state."""
     parts = []
-    for p in processes:
-        with np.load(_chunk_file(run_dir, k, p)) as f:
-            parts.append(
-                {
-                    "draws": {s: f[f"draw/{s}"] for s in sites if f"draw/{s}" in f},
-                    "chain": f["chain"] if "chain" in f else None,
-                    "step": f["step"],
-                    "trace": {x: f[f"trace/{x}"] for x in ALMCTrace._fields},
-                }
+    for p in info.processes:
+        file = _chunk_file(run_dir, k, p)
+        sums = None
+        if info.records is not None:
+            rec = info.records[p]
+            meta = _check_chunk(
+                file, k, rec.run_id, rec.digests[k], rec.sizes[k], _LOAD_TODO
             )
+            sums = meta["arrays"]
+        try:
+            with np.load(file) as f:
+
+                def get(name, f=f, sums=sums, file=file):
+                    a = f[name]
+                    if sums is not None and _sha256(a) != sums.get(name):
+                        raise _damaged(
+                            file, f"has a wrong checksum for {name!r}", _LOAD_TODO
+                        )
+                    return a
+
+                parts.append(
+                    {
+                        "draws": {
+                            s: get(f"draw/{s}") for s in sites if f"draw/{s}" in f
+                        },
+                        "chain": get("chain") if "chain" in f else None,
+                        "step": get("step"),
+                        "trace": {x: get(f"trace/{x}") for x in ALMCTrace._fields},
+                    }
+                )
+        except _DamagedFile:
+            raise
+        except Exception as err:
+            raise _damaged(
+                file,
+                f"cannot be read ({type(err).__name__}: {err}); it is truncated "
+                "or damaged",
+                _LOAD_TODO,
+            ) from err
     draws = parts[0]["draws"]
     if len(parts) > 1:
         order = np.argsort(np.concatenate([q["chain"] for q in parts]))
@@ -697,7 +1388,7 @@ def _site_layout(run_dir, config, names):
     except (OSError, ValueError, KeyError):
         # run.json lost (or written on another host): read them off a chunk.
         info = _run_files(run_dir)
-        chunk = _read_chunk(run_dir, 0, info.processes, names)[0]
+        chunk = _read_chunk(run_dir, 0, info, names)[0]
         return (
             {n: list(chunk[n].shape[2:]) for n in names},
             {n: chunk[n].dtype for n in names},
@@ -726,7 +1417,10 @@ def load_chunks(
 
     Only chunks recorded as complete in the state file(s) are read (a chunk file
     written just before a crash is ignored until its state is saved). The files of
-    a multi-process run (one set per process) are merged, chains in order.
+    a multi-process run (one set per process) are merged, chains in order. Every
+    chunk is checked as it is read: its run id, index, size and meta checksum
+    against the state file's record, each array read against its sha256 (a
+    ``ValueError`` names the file and what to do).
 
     Parameters
     ----------
@@ -746,8 +1440,8 @@ def load_chunks(
     dict or ArviZ data
         The dict has ``draws``: ``site -> (chains, draws, *event_shape)``; ``step``:
         the step index of each draw; ``trace``: :class:`ALMCTrace` fields over all
-        completed steps; ``num_steps_done``; ``posterior`` and ``sample_stats``:
-        dicts ready for ``arviz.from_dict``.
+        completed steps; ``num_steps_done``; ``run_id``; ``posterior`` and
+        ``sample_stats``: dicts ready for ``arviz.from_dict``.
 
     Examples
     --------
@@ -768,7 +1462,7 @@ def load_chunks(
     draws: dict[str, list] = {s: [] for s in names}
     steps, traces = [], {field: [] for field in ALMCTrace._fields}
     for k in range(info.chunks_done):
-        chunk, step, trace = _read_chunk(run_dir, k, info.processes, names)
+        chunk, step, trace = _read_chunk(run_dir, k, info, names)
         for s, d in chunk.items():
             draws[s].append(d)
         steps.append(step)
@@ -796,6 +1490,9 @@ def load_chunks(
         "step": step,
         "trace": trace,
         "num_steps_done": info.steps_done,
+        "run_id": None
+        if info.records is None
+        else info.records[info.processes[0]].run_id,
         "posterior": dict(out_draws),
         "sample_stats": sample_stats,
     }
@@ -815,8 +1512,9 @@ def export_netcdf(
     ``(chain, draw, <site>_dim_0, ...)``) and ``sample_stats`` (``time``,
     ``step_size``, ``mean_loglikelihood`` at the kept steps, broadcast over
     chains, and ``step``, the step index of each draw). It is written to
-    ``filename + ".tmp"`` and moved into place when complete, so a crash never
-    leaves a torn file; export again to include chunks completed since.
+    a temporary file (``filename.<pid>.<random>.tmp``) and moved into place when
+    complete, so a crash never leaves a torn file; export again to include chunks
+    completed since. Chunks are checked as in :func:`load_chunks`.
 
     ``arviz.from_netcdf(file)`` opens it lazily (ArviZ 0.2x ``InferenceData``, 1.x
     ``DataTree``): ``az.summary(idata, var_names=[...])`` reads only the sites it
@@ -863,9 +1561,21 @@ def export_netcdf(
         raise ValueError("The run stored no draws (store=False); nothing to export.")
     names = _check_sites(config, sites)
     target = run_dir / "posterior.nc" if filename is None else pathlib.Path(filename)
-    num_chains = config["num_chains"]
     shapes, dtypes = _site_layout(run_dir, config, names)
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = _tmp_name(target)
+    try:
+        _write_netcdf(h5netcdf, tmp, run_dir, info, names, shapes, dtypes)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _write_netcdf(h5netcdf, tmp, run_dir, info, names, shapes, dtypes):
+    config, num_chains = info.config, info.config["num_chains"]
     with h5netcdf.File(tmp, "w") as f:
         f.attrs["created_by"] = "numpyro_almc.export_netcdf"
         f.attrs["num_steps_done"] = info.steps_done
@@ -900,7 +1610,7 @@ def export_netcdf(
         step_var = stats.create_variable("step", ("draw",), dtype=np.int64)
         done = 0
         for k in range(info.chunks_done):
-            chunk, step, trace = _read_chunk(run_dir, k, info.processes, names)
+            chunk, step, trace = _read_chunk(run_dir, k, info, names)
             m = len(step)
             if not m:
                 continue
@@ -916,7 +1626,3 @@ def export_netcdf(
                 var[:, done : done + m] = ss[key]
             step_var[done : done + m] = step
             done += m
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    return target

@@ -436,7 +436,8 @@ noise scale and a parameter of the forward model. The workflow is the usual one:
 
 1. write the model; **prior predictive check**;
 2. fit with `MCMC(ALMC(model))`;
-3. check the fit with ArviZ: `az.summary`, `az.rhat`, `az.ess`, trace and rank plots;
+3. check the fit: ArviZ's `az.summary`, `az.ess`, trace and rank plots, what `r_hat`
+   does and does not say for ALMC, and `numpyro_almc.diagnostics.summary`;
 4. **posterior predictive check**;
 5. what a **divergence** and a **stuck chain** look like, and what to change.
 
@@ -610,9 +611,16 @@ plt.show()
 
 # %% [md]
 No step diverged, and the noise scale is recovered (its posterior covers the true 0.1).
-Most pixels have r_hat close to 1; the worst is below 1.1. The **width** is the slowest
-variable: its r_hat and ESS are the worst printed, and its trace wanders slowly. That
-is expected here: `x` and `width` are updated in turn, and given the image the blur width is pinned
+ArviZ's r_hat is printed, but for ALMC it is the **wrong check**: each chain anneals on
+its own and ends the path as one (nearly) independent draw, and the sampling phase
+(Langevin at fixed τ) need not mix within a chain. An r_hat above 1.01 (the worst
+printed) says that a chain moves slowly at τ, not that the draws are wrong; chains all
+wrong in the same way would give r_hat = 1. Read `numpyro_almc.diagnostics.summary(idata)`
+instead (`docs/howto/diagnostics.md`): its ESS and Monte Carlo error treat the chains as
+independent replicates, and its `r_hat_check` column says whether a large r_hat is the
+`wrong check` (stationary chains) or `drift` (draws still moving). The **width** is the
+slowest variable within a chain: its ESS is the smallest printed, and its trace wanders
+slowly. That is expected here: `x` and `width` are updated in turn, and given the image the blur width is pinned
 down far more tightly than its marginal posterior, so each update moves it only a
 little (the classic behaviour of alternating updates of strongly coupled variables).
 The fix is the usual one: sample longer. Continue the same chains from where they
@@ -633,10 +641,10 @@ for v in ("x", "sigma", "width"):
 print(az.summary(idata, var_names=["sigma", "width"]).to_string())
 
 # %% [md]
-Four times the draws multiply the ESS (printed) and bring the r_hat values down. The
-width's r_hat is still above 1.01: for a publication-grade estimate of the blur width,
-run longer still, or more chains (they are vectorized: on an accelerator more chains
-cost little).
+Four times the draws multiply the ESS (printed) and bring ArviZ's r_hat values down,
+as more movement within each chain does. For a publication-grade estimate of the blur
+width, run more chains (each is an independent draw, and they are vectorized: on an
+accelerator more chains cost little) or longer still.
 
 The posterior of the image itself:
 
@@ -763,9 +771,14 @@ for c, ax in enumerate(axes):
 plt.show()
 
 # %% [md]
-This is what a stuck chain looks like: no divergences, but a pixel r_hat far above 1.01,
-small ESS, rank plots that are far from uniform (each chain owns its own range of
-ranks), and chain means that disagree. Without preconditioning, a stable step is set by
+This is what a stuck path looks like: no divergences, and each chain's mean a far
+worse reconstruction (the per-chain PSNR printed) than the preconditioned fit. The pixel
+r_hat far above 1.01, the small ESS and the rank plots far from uniform (each chain owns
+its own range of ranks) do not show it by themselves: ALMC's chains are independent
+draws, each staying near its own value at τ, so some of that is expected of a healthy
+run too. The checks that apply are `numpyro_almc.diagnostics.summary` (`drift_z` and
+`r_hat_check`: are the draws still moving?), `diagnostics.path_health` along the path,
+and a comparison with what you know. Without preconditioning, a stable step is set by
 the stiff data directions ($\delta \lesssim \sigma^2$), and along the directions only
 the prior constrains such a step hardly moves. **What to change:** precondition (the
 default), which gave the max r_hat of the fit in section 3; otherwise spend far more
@@ -774,8 +787,8 @@ score evaluations (`num_warmup`) and run more draws.
 | symptom | where it shows | what to change |
 |---|---|---|
 | divergences | `diverging` in `sample_stats`, `last_state.num_diverging` | keep `preconditioner="auto"`; or lower `step_size` below `1 / L_R` |
-| stuck chains (r_hat ≫ 1, chain means disagree, no divergences) | `az.rhat`, `az.plot_rank` | precondition; raise `num_warmup` (the path budget) |
-| one slow parameter (r_hat a little above 1.01) | `az.ess`, `az.plot_trace` | more draws per chain (continue the run), or more chains |
+| stuck path (poor reconstructions, draws still moving, no divergences) | `diagnostics.summary` (`drift_z`, `r_hat_check` = `drift`), `diagnostics.path_health` | precondition; raise `num_warmup` (the path budget) |
+| one slow parameter (small `ess_bulk`, `r_hat_check` = `wrong check`) | `diagnostics.summary`, `az.plot_trace` | more chains (independent draws), or more draws per chain (continue the run) |
 
 # %%
 print(f"notebook run time: {time.perf_counter() - start_notebook:.0f} s")
@@ -1300,14 +1313,17 @@ error (compare it with the printed TV of exact draws).
 # %% [md]
 ### ArviZ on the chains
 
-The tail at τ gives every chain `NUM_TAIL` draws, so the usual diagnostics apply. Read
-them with ALMC's design in mind: the chains are **independent runs of the whole path**,
+The tail at τ gives every chain `NUM_TAIL` draws, so ArviZ's diagnostics can be
+computed. Read them with ALMC's design in mind: the chains are **independent runs of the whole path**,
 and the population of chains, not any single chain, carries the mode weights. During the
 tail a chain explores its own mode; it does not hop between well-separated modes. So
 `r_hat` compares the spread *between* chains (which mode each path ended in) with the
-spread *within* a chain's tail: for a multimodal posterior it is above 1.01, by design.
-For estimates, use the draws of all chains; for convergence checks, compare the
-population with what you know (here the exact posterior), and look at the divergences.
+spread *within* a chain's tail: for a multimodal posterior it is above 1.01, by design,
+and r_hat across chains is the wrong check for ALMC. For estimates, use the draws of all
+chains; for their error, `numpyro_almc.diagnostics.summary` (ESS and Monte Carlo error
+with the chains as independent replicates, see `docs/howto/diagnostics.md`); for
+convergence checks, compare the population with what you know (here the exact
+posterior), and look at the divergences.
 
 # %%
 summary = az.summary(idata, kind="all")

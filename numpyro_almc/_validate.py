@@ -10,6 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "as_arrays",
+    "check_fns",
+    "check_key",
     "MAX_INITIAL_TIME",
     "check_choice",
     "check_count",
@@ -117,3 +120,68 @@ def check_finite_values(name: str, value, what: str = "") -> None:
         raise ValueError(
             f"`{name}` holds NaN or infinite values{what}; pass finite numbers."
         )
+
+
+def check_key(rng_key) -> None:
+    """Raise unless ``rng_key`` is one JAX PRNG key (typed, or raw ``uint32[2]``)."""
+    if isinstance(rng_key, jax.Array) and jnp.issubdtype(
+        rng_key.dtype, jax.dtypes.prng_key
+    ):
+        if rng_key.shape == ():
+            return
+    elif (
+        isinstance(rng_key, jax.Array | np.ndarray)
+        and rng_key.dtype == np.uint32
+        and rng_key.shape == (2,)
+    ):
+        return
+    raise TypeError(
+        "`rng_key` must be one JAX PRNG key, e.g. jax.random.key(0); got "
+        f"{type(rng_key).__name__} {getattr(rng_key, 'shape', '')}."
+    )
+
+
+def as_arrays(name: str, tree):
+    """``tree`` with array leaves, or a ``TypeError`` naming ``name`` (strings,
+    objects), or a ``ValueError`` when it holds no numbers."""
+    try:
+        tree = jax.tree.map(jnp.asarray, tree)
+    except TypeError as error:
+        raise TypeError(
+            f"`{name}` must be an array or a pytree of arrays (e.g. jnp.zeros(d)), "
+            f"got {type(tree).__name__}: {error}"
+        ) from None
+    leaves = jax.tree.leaves(tree)
+    if not leaves or sum(leaf.size for leaf in leaves) == 0:
+        raise ValueError(
+            f"`{name}` has no numbers (None, an empty tree or zero-size arrays); "
+            "pass one position shaped like the signal, e.g. jnp.zeros(d)."
+        )
+    return tree
+
+
+def check_fns(loglikelihood_fn, score_fn, position) -> None:
+    """Trace both functions once on one ``position`` (shapes only, no FLOPs), so
+    a wrong signature or a likelihood built for another size fails here, naming
+    the function."""
+    if not callable(loglikelihood_fn) or not callable(score_fn):
+        raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
+    position = jax.tree.map(jnp.asarray, position)
+    t = jnp.ones((), jnp.result_type(*jax.tree.leaves(position)))
+    time_dependent = getattr(loglikelihood_fn, "time_dependent", False)
+    try:
+        if time_dependent:
+            jax.eval_shape(loglikelihood_fn, position, t)
+        else:
+            jax.eval_shape(loglikelihood_fn, position)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            "loglikelihood_fn cannot be evaluated on one position shaped like "
+            f"`position` ({jax.tree.map(jnp.shape, position)}): {e}"
+        ) from None
+    try:
+        jax.eval_shape(score_fn, position, t)
+    except TypeError as e:
+        raise TypeError(
+            f"score_fn must be score_fn(x, t) (two arguments) for one unbatched x: {e}"
+        ) from None

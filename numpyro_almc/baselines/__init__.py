@@ -34,6 +34,7 @@ References
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -41,19 +42,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_almc._static import by_identity
-from numpyro_almc._validate import check_count, check_positive
+from numpyro_almc._validate import (
+    check_count,
+    check_float_dtype,
+    check_initial_time,
+    check_positive,
+)
 from numpyro_almc.baselines._reverse_smc import ReverseSMCResult
 from numpyro_almc.baselines.mcgdiff import mcgdiff
 from numpyro_almc.baselines.tds import tds
 from numpyro_almc.path.ou import ou_coefficients, ou_noise_variance
+from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import (
     ANNEAL,
     ALMCSchedule,
     _anneal_times,
     langevin_schedule,
 )
-from numpyro_almc.run.chains import chain_keys, initial_positions
+from numpyro_almc.run.chains import chain_keys, check_key, initial_positions
 from numpyro_almc.run.driver import run_almc
+from numpyro_almc.run.health import ALMCRunWarning
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
@@ -109,6 +117,7 @@ def _run_unit_schedule(
     The schedule is built with unit steps and scaled here by the (possibly traced)
     knob, so sweeping the step size does not recompile.
     """
+    check_preconditioner(preconditioner, position)
     schedule = schedule._replace(
         step_sizes=schedule.step_sizes * jnp.asarray(step_size, position.dtype)
     )
@@ -130,6 +139,11 @@ def _callables(score_fn, loglikelihood_fn) -> None:
 
 
 def _position(position: ArrayLike) -> Array:
+    if position is None or isinstance(position, str):
+        raise TypeError(
+            "`position` must be a floating array (one position, e.g. jnp.zeros(d)), "
+            f"got {type(position).__name__}."
+        )
     if isinstance(position, dict):
         raise TypeError(
             "The baselines take a single array `position` (not a pytree); flatten "
@@ -141,11 +155,52 @@ def _position(position: ArrayLike) -> Array:
             f"`position` must be a floating array, got dtype {position.dtype}; "
             "pass e.g. jnp.zeros(d, jnp.float32)."
         )
+    if position.size == 0:
+        raise ValueError(
+            f"`position` has no numbers (shape {position.shape}): pass one position "
+            "of the problem's shape, e.g. jnp.zeros(d)."
+        )
     return position
 
 
+def _check_fns(score_fn, loglikelihood_fn, position) -> None:
+    """Trace ``score_fn`` and ``loglikelihood_fn`` once on ``position`` (shapes only):
+    a scalar log-likelihood and a score shaped like the position."""
+    t = jnp.ones((), position.dtype)
+    out = jax.eval_shape(score_fn, position, t)
+    if jnp.shape(out) != position.shape:
+        raise ValueError(
+            f"score_fn returned shape {jnp.shape(out)} for a position of shape "
+            f"{position.shape}; score_fn(x, t) takes ONE unbatched x and returns an "
+            "array of the same shape."
+        )
+    out = jax.eval_shape(loglikelihood_fn, position)
+    if jnp.shape(out) != ():
+        raise ValueError(
+            "loglikelihood_fn must return a scalar for one unbatched position, got "
+            f"shape {jnp.shape(out)}."
+        )
+
+
+def _warn_if_not_finite(draws, where: str):
+    """An ``ALMCRunWarning`` when a concrete result holds NaN or infinite values."""
+    if isinstance(draws, jax.core.Tracer):
+        return draws
+    bad = ~np.isfinite(np.asarray(draws))
+    if bad.any():
+        warnings.warn(
+            f"{where}: {int(bad.reshape(bad.shape[0], -1).any(axis=1).sum())} of "
+            f"{bad.shape[0]} draws are not finite (the score or the likelihood "
+            "gradient returned NaN or inf, or the steps diverged); lower the step "
+            "size or check score_fn.",
+            ALMCRunWarning,
+            stacklevel=3,
+        )
+    return draws
+
+
 def _time_range(initial_time, final_time) -> tuple[float, float]:
-    initial_time = check_positive("initial_time", initial_time)
+    initial_time = check_initial_time("initial_time", initial_time)
     final_time = check_positive("final_time", final_time)
     if not final_time < initial_time:
         raise ValueError(
@@ -308,8 +363,10 @@ def dps(
     Chung, Kim, Mccann, Klasky, Ye. Diffusion Posterior Sampling for General Noisy
     Inverse Problems. ICLR 2023, arXiv:2209.14687.
     """
+    check_key(rng_key)
     _callables(score_fn, loglikelihood_fn)
     position = _position(position)
+    _check_fns(score_fn, loglikelihood_fn, position)
     num_samples = _count("num_samples", num_samples)
     num_steps = _count("num_steps", num_steps)
     guidance_scale = _knob("guidance_scale", guidance_scale, strict=False)
@@ -323,7 +380,7 @@ def dps(
     )
     keys = jax.vmap(lambda k: jax.random.split(k)[1])(chain_keys(rng_key, num_samples))
     x_init = initial_positions(rng_key, position, num_samples)
-    return _dps_run(
+    draws = _dps_run(
         keys,
         x_init,
         times,
@@ -333,6 +390,7 @@ def dps(
         loglikelihood_fn=by_identity(loglikelihood_fn),
         normalize=normalize,
     )
+    return _warn_if_not_finite(draws, "dps")
 
 
 # ---------------------------------------------------------------------------
@@ -370,8 +428,10 @@ def langevin(
     ----------
     rng_key
         A JAX PRNG key.
-    score_fn, loglikelihood_fn
+    score_fn
         As in :func:`dps` (no differentiation through the score).
+    loglikelihood_fn
+        As in :func:`dps`.
     position
         An array with the shape and (floating) dtype of one draw.
     num_samples
@@ -462,6 +522,7 @@ def annealed_langevin_schedule(
     # A VE step α on z = e^{t} x is an OU step α e^{-2t} on x (same Langevin chain).
     steps = step_size * ve_var / ve_var[-1] * np.exp(-2 * levels)
     times = np.concatenate([np.repeat(levels, steps_per_level), levels[-1:]])
+    dtype = check_float_dtype("dtype", dtype)
     return ALMCSchedule(
         times=jnp.asarray(times, dtype=dtype),
         step_sizes=jnp.asarray(np.repeat(steps, steps_per_level), dtype=dtype),
@@ -515,8 +576,10 @@ def annealed_langevin(
     ----------
     rng_key
         A JAX PRNG key.
-    score_fn, loglikelihood_fn
+    score_fn
         As in :func:`dps` (no differentiation through the score).
+    loglikelihood_fn
+        As in :func:`dps`.
     position
         An array with the shape and (floating) dtype of one draw.
     num_samples
@@ -531,10 +594,12 @@ def annealed_langevin(
         ``1 − e^{−2 t_L}``) times the prior's local scale and ``ε < 1/L_R`` for the
         likelihood's smoothness (or a ``preconditioner``). May be a traced JAX
         scalar (no recompilation; not checked).
-    initial_time, final_time
-        OU times of the first and last level, ``initial_time > final_time > 0``.
-        Song & Ermon take the largest σ about the largest distance between data
-        points: for priors of scale ~30, ``initial_time ≈ 5``.
+    initial_time
+        OU time of the first level, ``initial_time > final_time``. Song & Ermon
+        take the largest σ about the largest distance between data points: for
+        priors of scale ~30, ``initial_time ≈ 5``.
+    final_time
+        OU time of the last level, ``final_time > 0``.
     preconditioner
         Optional constant preconditioner ``M`` (not in the original method).
 

@@ -33,7 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_almc._validate import check_positive
+from numpyro_almc._validate import (
+    check_finite_values,
+    check_initial_time,
+    check_positive,
+)
 from numpyro_almc.path.ou import ou_coefficients
 from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES
 from numpyro_almc.smc.kernel import resample_if_degenerate, reweight
@@ -178,7 +182,7 @@ def log_normal(x, mean, var):
 
 
 def check_times(initial_time, final_time) -> tuple[float, float]:
-    initial_time = check_positive("initial_time", initial_time)
+    initial_time = check_initial_time("initial_time", initial_time)
     final_time = check_positive("final_time", final_time)
     if not final_time < initial_time:
         raise ValueError(
@@ -241,4 +245,6 @@ def check_linear_gaussian(A, y, noise_std) -> tuple[Array, Array, Array]:
     dtype = jnp.result_type(A, y)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
+    check_finite_values("A", A, " (the forward matrix)")
+    check_finite_values("y", y, " (the observation); drop or impute missing entries")
     return A.astype(dtype), y.astype(dtype), check_noise_std(noise_std, dtype)

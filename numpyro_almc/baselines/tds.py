@@ -45,6 +45,7 @@ last proposal is twisted too; no truncation (``t_truncate``) variant.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -66,6 +67,8 @@ from numpyro_almc.baselines._reverse_smc import (
 )
 from numpyro_almc.path.ou import ou_coefficients
 from numpyro_almc.path.schedules import _anneal_times
+from numpyro_almc.run.chains import check_key
+from numpyro_almc.run.health import ALMCRunWarning
 from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES
 from numpyro_almc.smc.evidence import lee_whiteley_log_se
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
@@ -247,9 +250,11 @@ def tds(
         ``N >= 2``.
     num_steps
         Reverse steps (each a score evaluation and a VJP per particle).
-    initial_time, final_time
-        OU times of the start (``p_T`` taken as ``N(0, I)``) and of the last step,
-        ``initial_time > final_time > 0``; as in ``dps``.
+    initial_time
+        OU time of the start (``p_T`` taken as ``N(0, I)``),
+        ``initial_time > final_time``; as in ``dps``.
+    final_time
+        OU time of the last step, ``final_time > 0``; as in ``dps``.
     ess_threshold
         Resample when ``ESS < ess_threshold · N`` (0: never, 1: every step); never
         after the last reweighting.
@@ -303,6 +308,7 @@ def tds(
     A. Lee, N. Whiteley. Variance estimation in the particle filter. Biometrika
     105(3), 2018, arXiv:1509.00394.
     """
+    check_key(rng_key)
     check_callable("score_fn", score_fn)
     if callable(likelihood):
         if position is None:
@@ -354,6 +360,13 @@ def tds(
         num_particles=num_particles,
         resampling=resampling,
     )
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        warnings.warn(
+            "tds: some particles are not finite (the score returned NaN or inf, "
+            "or the steps diverged); check score_fn.",
+            ALMCRunWarning,
+            stacklevel=2,
+        )
     return ReverseSMCResult(
         particles=x,
         log_weights=system.log_weights,

@@ -71,9 +71,12 @@ class EnergyDistance(NamedTuple):
     value
         The unbiased U-statistic of the squared energy distance (mean 0 for two
         samples of one law; it can be negative).
-    null_mean, null_sd
-        Mean and standard deviation of the statistic over label permutations of
-        the pooled draws (NaN without permutations): its Monte Carlo noise.
+    null_mean
+        Mean of the statistic over label permutations of the pooled draws (NaN
+        without permutations).
+    null_sd
+        Its standard deviation over those permutations (NaN without
+        permutations): the statistic's Monte Carlo noise.
     p_value
         Permutation p-value of "one law" (NaN without permutations).
     """
@@ -161,8 +164,10 @@ def energy_distance(
 
     Parameters
     ----------
-    x, y
-        ``(n, ...)`` and ``(m, ...)`` arrays, or pytrees of such.
+    x
+        An ``(n, ...)`` array, or a pytree of such.
+    y
+        An ``(m, ...)`` array, or a pytree of such (the structure of ``x``).
     num_permutations
         Label permutations for the null distribution (0: none).
     rng_key

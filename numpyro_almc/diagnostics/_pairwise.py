@@ -33,11 +33,21 @@ def as_matrix(draws, name: str = "draws") -> np.ndarray:
             f"sizes {sorted(s for s in sizes if s is not None)} and scalars: "
             f"{None in sizes}."
         )
+    if sizes == {0}:
+        raise ValueError(f"`{name}` has zero draws (a leading axis of length 0).")
     if len(leaves) == 1 and not isinstance(draws, dict | list | tuple):
         arr = np.asarray(draws, np.float64)
-        return arr.reshape(arr.shape[0], -1)
-    flat = jax.vmap(lambda tree: ravel_pytree(tree)[0])(draws)
-    return np.asarray(flat, np.float64)
+        arr = arr.reshape(arr.shape[0], -1)
+    else:
+        flat = jax.vmap(lambda tree: ravel_pytree(tree)[0])(draws)
+        arr = np.asarray(flat, np.float64)
+    if not np.all(np.isfinite(arr)):
+        rows = int(np.sum(~np.all(np.isfinite(arr), axis=1)))
+        raise ValueError(
+            f"`{name}` holds NaN or infinite values ({rows} of {arr.shape[0]} "
+            "draws): drop the diverged chains first (their num_diverging > 0)."
+        )
+    return arr
 
 
 def kernel_matvec(

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from numpyro_almc._validate import check_count
 from numpyro_almc.run.driver import ALMCResult
 from numpyro_almc.run.health import REVERTED_SHARE
 from numpyro_almc.run.recorders import ALMCTrace
@@ -129,6 +130,8 @@ def path_health(data, *, num_chains: int | None = None, tail: int | None = None)
     """
     import pandas as pd
 
+    if num_chains is not None:
+        check_count("num_chains", num_chains, 1)
     time, step_size, share, loglik = _trace_of(data, num_chains)
     num_steps = time.shape[0]
     if num_steps == 0:

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from numpyro_almc._validate import check_count
+from numpyro_almc._validate import check_count, check_positive
 from numpyro_almc.diagnostics._pairwise import as_matrix, kernel_matvec
 
 __all__ = ["KSDResult", "kernel_stein_discrepancy", "target_score"]
@@ -110,6 +110,9 @@ def target_score(
     """
     if not callable(score_fn) or not callable(loglikelihood_fn):
         raise TypeError("`score_fn` and `loglikelihood_fn` must be callables.")
+    if not isinstance(time, jax.core.Tracer) and np.ndim(time) == 0:
+        value = time if isinstance(time, float | int) else float(time)
+        check_positive("time", value, allow_zero=True)
     grad = jax.grad(loglikelihood_fn)
 
     def score(x):
@@ -195,14 +198,16 @@ def kernel_stein_discrepancy(
         :func:`target_score` (prior score at τ plus the likelihood gradient).
     scores
         Instead of ``score_fn``: the scores of the draws, same structure.
-    scale, beta
-        The IMQ kernel ``(1 + |(x − y) / scale|²)^beta``, ``-1 < beta < 0``.
-        ``scale`` is a length in the units of ``x``: a number, one per coordinate
-        ``(d,)`` (flattened position), or ``"sd"``, each coordinate's standard
-        deviation over the draws (the default). The kernel resolves structure on
-        that scale: with 1 on a narrow posterior (scores ≫ 1) it only sees the
-        mean of the score. To compare runs, pass one fixed scale to all (e.g. the
-        sd of the healthiest run's draws).
+    scale
+        Length scale of the IMQ kernel ``(1 + |(x − y) / scale|²)^beta``, in the
+        units of ``x``: a number, one per coordinate ``(d,)`` (flattened
+        position), or ``"sd"`` (default), each coordinate's standard deviation
+        over the draws. The kernel resolves structure on that scale: with 1 on a
+        narrow posterior (scores ≫ 1) it only sees the mean of the score. To
+        compare runs, pass one fixed scale to all (e.g. the sd of the healthiest
+        run's draws).
+    beta
+        Exponent of the IMQ kernel, ``-1 < beta < 0``.
     num_bootstrap
         Rademacher wild-bootstrap replicates for ``null_sd`` and ``p_value``
         (0: none). The cost is that of one more KSD per 200 or so replicates.

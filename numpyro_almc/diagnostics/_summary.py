@@ -84,6 +84,14 @@ def _dataset(data, group: str):
     return node.to_dataset() if hasattr(node, "to_dataset") else node
 
 
+def _check_draws(name, shape) -> None:
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(
+            f"'{name}' has {shape[0]} chains and {shape[1]} draws: nothing to "
+            "summarise (a run with zero draws?)."
+        )
+
+
 def _columns(data, group, var_names, coords):
     """``[(row label, (chain, draw) array)]`` of every scalar component."""
     ds = _dataset(data, group)
@@ -97,6 +105,7 @@ def _columns(data, group, var_names, coords):
                 raise ValueError(
                     f"'{name}' has shape {v.shape}; expected (chain, draw, ...)."
                 )
+            _check_draws(name, v.shape)
             flat = v.reshape(v.shape[:2] + (-1,))
             for j, idx in enumerate(np.ndindex(v.shape[2:])):
                 label = name if not idx else f"{name}[{','.join(map(str, idx))}]"
@@ -113,6 +122,7 @@ def _columns(data, group, var_names, coords):
         da = da.transpose("chain", "draw", ...)
         event = da.dims[2:]
         values = np.asarray(da.values)
+        _check_draws(name, values.shape)
         flat = values.reshape(values.shape[:2] + (-1,))
         labels = [np.asarray(da[d].values) for d in event]
         for j, idx in enumerate(np.ndindex(values.shape[2:])):

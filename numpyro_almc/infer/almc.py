@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.mcmc import MCMCKernel
@@ -36,7 +38,12 @@ from numpyro_almc.path.preconditioners import (
     hessian_diagonal_preconditioner,
     hessian_preconditioner,
 )
-from numpyro_almc.path.schedules import ALMCSchedule, budget_schedule, step_params
+from numpyro_almc.path.schedules import (
+    ALMCSchedule,
+    budget_schedule,
+    check_schedule,
+    step_params,
+)
 from numpyro_almc.run.chains import (
     FINISH_KEYS,
     THETA_KEYS,
@@ -455,6 +462,7 @@ class ALMC(MCMCKernel):
             xs = {k: z[k] for k in self._score_sites}
             z = {**z, **over(standard_normal_like)(key_start, xs)}
             if init_params is not None:
+                _check_init_params(init_params, z)
                 z = {**z, **init_params}
         else:
             if init_params is None:
@@ -647,6 +655,38 @@ def _check_final_stage(final_stage, likelihood_path, model):
     return as_final_stage(final_stage)
 
 
+def _check_init_params(init_params, z) -> None:
+    """``init_params`` (unconstrained values) against the model's sites ``z``:
+    known names, the sites' shapes (with the chain axis where ``z`` has one),
+    floating dtypes and finite values; eager, on concrete values."""
+    if not isinstance(init_params, dict):
+        raise TypeError(
+            "`init_params` must be a dict from latent site names to unconstrained "
+            f"values, got {type(init_params).__name__}."
+        )
+    unknown = sorted(set(init_params) - set(z))
+    if unknown:
+        raise ValueError(
+            f"`init_params` names {unknown}, which are not latent sites of the "
+            f"model (its sites: {sorted(z)})."
+        )
+    for name, value in init_params.items():
+        value = jnp.asarray(value)
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            raise TypeError(
+                f"`init_params['{name}']` must be floating point, got {value.dtype}."
+            )
+        if value.shape != jnp.shape(z[name]):
+            raise ValueError(
+                f"`init_params['{name}']` has shape {value.shape}; the site needs "
+                f"{jnp.shape(z[name])} (with a leading chain axis for several chains)."
+            )
+        if not isinstance(value, jax.core.Tracer) and not bool(
+            jnp.all(jnp.isfinite(value))
+        ):
+            raise ValueError(f"`init_params['{name}']` holds NaN or infinite values.")
+
+
 def _check_arguments(
     model,
     potential_fn,
@@ -679,11 +719,34 @@ def _check_arguments(
         )
     if schedule is not None and not isinstance(schedule, ALMCSchedule):
         raise TypeError("`schedule` must be an ALMCSchedule or None.")
+    if schedule is not None:
+        check_schedule(schedule)
     if isinstance(preconditioner, str) and preconditioner != "auto":
         raise ValueError(
             f"`preconditioner` must be 'auto', None or a preconditioner object, "
             f"got {preconditioner!r}."
         )
+    is_array = isinstance(preconditioner, jax.Array | np.ndarray | list)
+    if is_array or (
+        not isinstance(preconditioner, str | None | Callable)
+        and not (hasattr(preconditioner, "apply") or hasattr(preconditioner, "at"))
+    ):
+        raise TypeError(
+            "`preconditioner` must be 'auto', None, a preconditioner object (e.g. "
+            "linear_gaussian_preconditioner(A, sigma)) or a function of the other "
+            f"sites returning one; got {type(preconditioner).__name__}. Wrap a "
+            "matrix with numpyro_almc.path.dense_preconditioner."
+        )
+    if hasattr(preconditioner, "apply") and hasattr(preconditioner, "diagonal"):
+        diag = preconditioner.diagonal
+        if not isinstance(diag, jax.core.Tracer) and not bool(
+            jnp.all(jnp.isfinite(diag) & (diag > 0))
+        ):
+            raise ValueError(
+                "`preconditioner` is a diagonal with zero, negative or non-finite "
+                "entries: the chains would not move (or diverge). Every entry must "
+                "be finite and > 0."
+            )
     if num_warm_start_steps is not None:
         _check_count("num_warm_start_steps", num_warm_start_steps)
     # Validate the schedule knobs now, not at the first run.

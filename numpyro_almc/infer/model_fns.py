@@ -528,6 +528,33 @@ class ModelParts(NamedTuple):
     operator_note: str | None = None
 
 
+def _check_sites(tr) -> None:
+    """No discrete latent site (ALMC and MALA move continuous values; NumPyro would
+    ask for funsor to enumerate it), and finite observed values (a NaN datum
+    otherwise surfaces as NumPyro's "Cannot find valid initial parameters")."""
+    for name, site in tr.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            value = site["value"]
+            if not isinstance(value, jax.core.Tracer) and not bool(
+                jnp.all(jnp.isfinite(jnp.asarray(value)))
+            ):
+                raise ValueError(
+                    f"The observed site '{name}' holds NaN or infinite values. Drop "
+                    "those entries (or mask them: numpyro.handlers.mask, or a Mask "
+                    "operator for images) before running."
+                )
+            continue
+        support = getattr(site["fn"], "support", None)
+        if getattr(support, "is_discrete", False):
+            raise ValueError(
+                f"The latent site '{name}' is discrete ({type(site['fn']).__name__}): "
+                "ALMC moves continuous sites only. Marginalise it out in the model "
+                "(e.g. a mixture distribution), or observe it."
+            )
+
+
 def init_model(
     model,
     rng_key,
@@ -567,6 +594,7 @@ def init_model(
             "numpyro.sample(name, ScorePrior(score_fn, event_shape)). For models "
             "with ordinary priors use NUTS."
         )
+    _check_sites(tr)
     params_info, potential_fn_gen, postprocess_fn, _ = initialize_model(
         rng_key,
         flat_model,

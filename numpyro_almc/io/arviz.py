@@ -189,6 +189,11 @@ def _from_history(history, *, var_names, warmup, num_warmup):
         raise ValueError(
             f"`num_warmup` must be an integer in [0, {num_draws}], got {num_warmup!r}."
         )
+    if num_warmup == num_draws:
+        raise ValueError(
+            f"`num_warmup` = {num_warmup} is every step of the history: the posterior "
+            "would have zero draws. Lower num_warmup or run more steps."
+        )
     position = _names_and_leaves(states.position, var_names, 2)
     stats = {
         "diverging": np.asarray(infos.is_diverging),
@@ -212,6 +217,21 @@ def _from_smc(result, *, var_names, resample: bool, seed: int):
     """Particles as one chain of draws; weights, ESS and resampling in stats."""
     log_w = np.asarray(result.log_weights, np.float64)
     n = log_w.shape[0]
+    if np.isnan(log_w).any() or np.isposinf(log_w).any():
+        bad = int(np.sum(np.isnan(log_w) | np.isposinf(log_w)))
+        raise ValueError(
+            f"`result.log_weights` holds {bad} NaN or +inf value(s) of {n}: the "
+            "weights are undefined (a particle's score or likelihood was not "
+            "finite). Rerun with a smaller step size or more particles; do not "
+            "export these particles as draws."
+        )
+    if not np.isfinite(log_w).any():
+        raise ValueError(
+            "`result.log_weights` are all -inf: every particle's weight vanished, "
+            "there is no posterior to export."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"`seed` must be an integer, got {seed!r}.")
     particles = _names_and_leaves(result.particles, var_names, 1)
     if resample:
         # Systematic resampling to equal weights: ArviZ treats draws as equally
@@ -293,8 +313,8 @@ def to_inference_data(
         with the ALMC algorithm, steps stacked and chains on a leading axis (a
         single chain without that axis is accepted).
     var_names
-        For a dict position, the sites to keep; for an array position, its name
-        (default ``"x"``; ``x_0, x_1, ...`` for a tuple of arrays).
+        For a dict position, the sites to keep (None: all); for an array position,
+        its name (None: ``"x"``, or ``x_0, x_1, ...`` for a tuple of arrays).
     warmup
         Also export the annealing path as ``warmup_posterior`` and
         ``warmup_sample_stats``: for an ``ALMCResult`` from ``result.path`` (run with
@@ -309,18 +329,25 @@ def to_inference_data(
     path_every
         ``ALMCResult`` only: the ``path_every`` of the run, when it cannot be
         inferred from the path's length.
-    resample, seed
+    resample
         ``SMCResult`` (from :func:`~numpyro_almc.run_almc_smc`) only: the particles
         become one chain of draws; with ``resample=True`` they are first resampled
-        (systematic, ``seed``) to equal weights, since ArviZ treats draws as equally
-        weighted. ``sample_stats`` holds ``log_weight``, ``final_ess``, ``min_ess``,
-        ``num_resampling_events`` and the evidence (``log_evidence_ratio``, its
-        ``log_evidence_ratio_se`` and, when known, ``log_evidence``), repeated per
+        (systematic, with ``seed``) to equal weights, since ArviZ treats draws as
+        equally weighted. ``sample_stats`` holds ``log_weight``, ``final_ess``,
+        ``min_ess``, ``num_resampling_events`` and the evidence
+        (``log_evidence_ratio``, its ``log_evidence_ratio_se`` and, when known,
+        ``log_evidence``), repeated per
         draw; a group ``smc_path`` holds, per step (dimension ``step``), ``time``,
         ``ess``, ``resampled``, ``log_evidence_increment`` and ``num_diverging``
         (read it with :func:`numpyro_almc.diagnostics.smc_summary`). The ESS trace,
         the resampling steps and the evidence also go to the attributes.
-    coords, dims, attrs
+    seed
+        ``SMCResult`` only: the seed of that resampling.
+    coords
+        Passed to ``arviz.from_dict``.
+    dims
+        Passed to ``arviz.from_dict``.
+    attrs
         Passed to ``arviz.from_dict``.
 
     Returns

@@ -70,9 +70,13 @@ from numpyro_almc._validate import check_count as _check_count
 from numpyro_almc._validate import check_divergence_threshold
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
 from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
+from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
 from numpyro_almc.run.chains import (
     FINISH_KEYS,
+    as_arrays,
+    check_floating,
+    check_fns,
     check_key,
     init_states,
     offset_keys,
@@ -963,6 +967,10 @@ def run_almc_chunked(
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     num_chains = _check_count("num_chains", num_chains, 1)
     divergence_threshold = check_divergence_threshold(divergence_threshold)
+    position = as_arrays("position", position)
+    check_floating("position", position)
+    check_fns(loglikelihood_fn, score_fn, position)
+    check_preconditioner(preconditioner, position)
     num_steps = _check_count("num_steps", num_steps, 1)
     chunk_size = _check_count("chunk_size", chunk_size, 1)
     keep_every = _check_count("keep_every", keep_every, 1)

@@ -24,8 +24,14 @@ import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 from jax.flatten_util import ravel_pytree
 
-from numpyro_almc._validate import check_divergence_threshold
+from numpyro_almc._validate import (
+    as_arrays,
+    check_divergence_threshold,
+    check_fns,
+    check_key,
+)
 from numpyro_almc.mcmc._checks import at_time, check_tree, float_dtype, score_at
+from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import (
     ALMCSchedule,
     StepParams,
@@ -101,8 +107,9 @@ class ALMCInfo(NamedTuple):
     loglikelihood
         ``log L`` of the returned position.
     loglikelihood_drop
-        ``log L`` before the step less ``log L`` of the proposal (reverted or not):
-        how far the step went toward the divergence threshold.
+        ``log L`` of the old position less that of the proposal (reverted or
+        not), both at the step's new time: how far the step went toward the
+        divergence threshold.
 
     Examples
     --------
@@ -163,10 +170,22 @@ def init(
     >>> int(s.step), float(s.time)
     (0, inf)
     """
-    position = jax.tree.map(jnp.asarray, position)
+    position = as_arrays("position", position)
     dtype = float_dtype(position)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"Positions must be floating point arrays, got {dtype}.")
+        raise TypeError(
+            f"`position` must hold floating-point arrays, got {dtype}; pass e.g. "
+            "jnp.zeros(d) rather than integers or booleans."
+        )
+    leaves = jax.tree.leaves(position)
+    if not any(isinstance(v, jax.core.Tracer) for v in leaves) and not all(
+        bool(jnp.all(jnp.isfinite(v))) for v in leaves
+    ):
+        raise ValueError(
+            "`position` holds NaN or infinite values: every step from there would "
+            "be reverted. Start from finite positions."
+        )
+    check_fns(loglikelihood_fn, score_fn, position)
     time = jnp.asarray(time, dtype=dtype)
     out = jax.eval_shape(at_time(loglikelihood_fn, time), position)
     if jnp.shape(out) != ():
@@ -281,7 +300,15 @@ def build_kernel(
         # total past the float range, which is a divergence too).
         wide = jnp.promote_types(dtype, jnp.float32)
         total = sum(jnp.sum(v, dtype=wide) for v in jax.tree.leaves(proposal[:4]))
-        drop = jnp.asarray(state.loglikelihood, wide) - jnp.asarray(loglikelihood, wide)
+        # The drop at one time: a time-dependent L_t (the noised path) also
+        # changes from t to t' at a fixed x, by thousands of nats summed over an
+        # image's pixels, which is the path, not a divergence. One more likelihood
+        # value (no network pass) gives log L_{t'} at the old position.
+        if getattr(loglikelihood_fn, "time_dependent", False):
+            before = at_time(loglikelihood_fn, time)(state.position)
+        else:
+            before = state.loglikelihood
+        drop = jnp.asarray(before, wide) - jnp.asarray(loglikelihood, wide)
         bound = (
             default_divergence_threshold(x.size)
             if divergence_threshold is None
@@ -412,8 +439,13 @@ def as_top_level_api(
     )
     step = scheduled_step(kernel, schedule, preconditioner)
 
+    if not callable(loglikelihood_fn) or not callable(score_fn):
+        raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
+
     def init_fn(position: ArrayLikeTree, rng_key: PRNGKey | None = None) -> ALMCState:
         del rng_key
+        if not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(position)):
+            check_preconditioner(preconditioner, as_arrays("position", position))
         return init(
             position,
             loglikelihood_fn,
@@ -423,6 +455,8 @@ def as_top_level_api(
         )
 
     def step_fn(rng_key: PRNGKey, state: ALMCState) -> tuple[ALMCState, ALMCInfo]:
+        if not isinstance(rng_key, jax.core.Tracer):
+            check_key(rng_key)
         return step(rng_key, state, loglikelihood_fn, score_fn)
 
     return SamplingAlgorithm(init_fn, step_fn)

@@ -39,7 +39,12 @@ from numpyro_almc.types import Array, ArrayTree, PRNGKey
 __all__ = ["FinalStage", "as_final_stage", "check_final_stage", "finish"]
 
 
-class FinalStage(NamedTuple):
+class _FinalStageFields(NamedTuple):
+    num_steps: int = 32
+    min_time: float = 1e-4
+
+
+class FinalStage(_FinalStageFields):
     """How to carry draws from ``τ`` to ``t = 0`` (a hashable, static value).
 
     Attributes
@@ -58,14 +63,17 @@ class FinalStage(NamedTuple):
     [0.02, 0.0074, 0.0027, 0.001, 0.0]
     """
 
-    num_steps: int = 32
-    min_time: float = 1e-4
+    __slots__ = ()
+
+    def __new__(cls, num_steps: int = 32, min_time: float = 1e-4):
+        # Validated on construction (FinalStage(0) raises, not only .build(0)).
+        num_steps = check_count("final_stage num_steps", num_steps, 1)
+        min_time = check_positive("final_stage min_time", min_time)
+        return super().__new__(cls, num_steps, min_time)
 
     @classmethod
     def build(cls, num_steps: int = 32, min_time: float = 1e-4) -> FinalStage:
         """Validated :class:`FinalStage` (raises before any tracing)."""
-        num_steps = check_count("final_stage num_steps", num_steps, 1)
-        min_time = check_positive("final_stage min_time", min_time)
         return cls(num_steps, min_time)
 
     def times(self, start_time, dtype=None) -> Array:

@@ -253,8 +253,10 @@ def dsm_loss(
     num_repeats
         Independent ``(t, eps)`` draws per data row (the estimate averages
         ``n * num_repeats`` terms).
-    min_time, max_time
-        OU time range of the noise levels.
+    min_time
+        Smallest OU time of the noise levels.
+    max_time
+        Largest OU time of the noise levels.
 
     Returns
     -------
@@ -340,12 +342,18 @@ def train_score_network(
         AdamW decoupled weight decay.
     warmup_steps
         Linear warmup length; default ``min(1000, num_steps // 10)``.
-    width, num_blocks, num_frequencies
-        Architecture, see :class:`ScoreNetwork`.
+    width
+        Hidden width, see :class:`ScoreNetwork`.
+    num_blocks
+        Number of residual blocks, see :class:`ScoreNetwork`.
+    num_frequencies
+        Frequencies of the noise-level embedding, see :class:`ScoreNetwork`.
     ema_decay
         EMA decay per step in ``[0, 1)``, or ``None`` for no EMA.
-    min_time, max_time
-        OU time range of the training noise levels; sample with the same range.
+    min_time
+        Smallest OU time of the training noise levels; sample with the same range.
+    max_time
+        Largest OU time of the training noise levels.
     validation_fraction
         Fraction of ``data`` held out (randomly, from ``rng_key``) for the
         validation loss, in ``[0, 1)``.

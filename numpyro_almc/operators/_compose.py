@@ -32,8 +32,11 @@ def compose(outer, inner, **solver_options) -> AbstractLinearOperator:
 
     Parameters
     ----------
-    outer, inner
-        Operators (or one real scalar) with ``inner.out_shape == outer.in_shape``.
+    outer
+        The operator applied last (or one real scalar), ``A x = outer(inner(x))``.
+    inner
+        The operator applied first (or one real scalar), with
+        ``inner.out_shape == outer.in_shape``.
     **solver_options
         ``rtol``, ``atol``, ``max_steps``, ``sqrt_max_terms`` for the matrix-free
         fallback.

@@ -198,8 +198,15 @@ class ZeroPaddedConvolution(AbstractMatrixFreeOperator):
         ``(h, w)`` real kernel with ``h <= H``, ``w <= W``.
     image_shape
         ``(H, W)`` or ``(H, W, C)``.
-    rtol, atol, max_steps, sqrt_max_terms
-        As for :class:`MatrixFreeOperator` (defaults ``1e-5``, 0, 500, 2000).
+    rtol
+        CG relative tolerance, as for :class:`MatrixFreeOperator`.
+    atol
+        CG absolute tolerance, as for :class:`MatrixFreeOperator`.
+    max_steps
+        CG iteration cap, as for :class:`MatrixFreeOperator` (default ``500``
+        here).
+    sqrt_max_terms
+        Cap on the Chebyshev terms, as for :class:`MatrixFreeOperator`.
 
     Examples
     --------

@@ -58,9 +58,11 @@ class DenseOperator(AbstractLinearOperator):
     ----------
     matrix
         ``(m, n)`` real matrix (concrete).
-    in_shape, out_shape
-        Shapes of ``x`` and ``A x``; default ``(n,)`` and ``(m,)``. Their sizes must
-        be ``n`` and ``m`` (row-major flattening).
+    in_shape
+        Shape of ``x``; None (default): ``(n,)``. Its size must be ``n`` (row-major
+        flattening).
+    out_shape
+        Shape of ``A x``; None (default): ``(m,)``. Its size must be ``m``.
 
     Examples
     --------

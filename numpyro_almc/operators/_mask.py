@@ -68,8 +68,11 @@ class Mask(_OuterDiagonalizable):
         self.mask = jnp.asarray(m, dtype=float)
         self.indices = jnp.asarray(np.flatnonzero(m), dtype=jnp.int32)
         self.out_shape = (int(m.sum()),) if observed_only else self.in_shape
-        if observed_only and self.out_shape == (0,):
-            raise ValueError("`mask` observes no pixel; nothing to select.")
+        if not m.any():
+            raise ValueError(
+                "`mask` observes no pixel (all False): the likelihood would carry "
+                "no information. Sample the prior instead (sample_prior)."
+            )
 
     def apply(self, x):
         x = _check_array_shape("x", x, self.in_shape)

@@ -397,9 +397,11 @@ class MatrixFreeOperator(AbstractMatrixFreeOperator):
         Shape of ``x``; ``out_shape`` is inferred with ``jax.eval_shape``.
     dtype
         Floating dtype of ``x`` (default: JAX's default float).
-    rtol, atol
-        CG tolerances (lineax's ``CG(rtol, atol)``), and ``rtol`` is the relative
-        accuracy of the Chebyshev root. Default ``1e-5`` (float32 level), 0.
+    rtol
+        CG relative tolerance (lineax's ``CG(rtol, atol)``), also the relative
+        accuracy of the Chebyshev root; the default ``1e-5`` is float32 level.
+    atol
+        CG absolute tolerance.
     max_steps
         CG iteration cap (default 2000); reaching it means "not converged".
     spectral_bound
@@ -516,9 +518,17 @@ class ComposedOperator(AbstractMatrixFreeOperator):
 
     Parameters
     ----------
-    outer, inner
-        Operators with ``inner.out_shape == outer.in_shape``.
-    rtol, atol, max_steps, sqrt_max_terms
+    outer
+        The operator applied last, ``A x = outer(inner(x))``.
+    inner
+        The operator applied first, with ``inner.out_shape == outer.in_shape``.
+    rtol
+        As for :class:`MatrixFreeOperator`.
+    atol
+        As for :class:`MatrixFreeOperator`.
+    max_steps
+        As for :class:`MatrixFreeOperator`.
+    sqrt_max_terms
         As for :class:`MatrixFreeOperator`.
 
     Examples

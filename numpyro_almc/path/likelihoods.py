@@ -34,11 +34,14 @@ eigenvalue ``λ`` of ``AᵀA`` gives ``M_t = (I + Aᵀ C_t^{-1} A)^{-1}`` the ei
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from numpyro_almc._validate import check_finite_values, is_concrete
 from numpyro_almc.path.preconditioners import (
     DensePreconditioner,
     inverse_hessian_preconditioner,
@@ -550,19 +553,34 @@ def noised_gaussian_likelihood(
     >>> lik.preconditioner.at(2.0).apply(jnp.ones(64 * 64)).shape
     (4096,)
     """
+    _check_noise_std(noise_std)
+    if isinstance(y, str):
+        raise TypeError(f"`y` must be an array of observations, got the string {y!r}.")
     if is_operator(A):
         return _operator_likelihood(A, y, noise_std)
+    if isinstance(A, str):
+        raise TypeError(f"`A` must be a (d_y, d) matrix, got the string {A!r}.")
     A = jnp.asarray(A)
     if A.ndim != 2:
         raise ValueError(f"`A` must be a (d_y, d) matrix, got shape {A.shape}.")
+    if A.shape[0] == 0 or A.shape[1] == 0:
+        raise ValueError(
+            f"`A` has shape {A.shape}: it needs at least one observation row and one "
+            "signal column."
+        )
     if not jnp.issubdtype(A.dtype, jnp.floating):
         A = A.astype(jnp.float32)
+    check_finite_values("A", A, " (the forward matrix)")
     y = jnp.asarray(y, A.dtype)
     if y.shape != A.shape[:1]:
         raise ValueError(f"`y` must have shape {A.shape[:1]}, got {y.shape}.")
+    check_finite_values("y", y, " (the observation); drop or impute missing entries")
     noise_std = jnp.asarray(noise_std, A.dtype)
-    if noise_std.ndim != 0 or not bool(noise_std > 0):
-        raise ValueError("`noise_std` must be a positive scalar.")
+    if noise_std.ndim != 0 or (is_concrete(noise_std) and not bool(noise_std > 0)):
+        raise ValueError(
+            "`noise_std` must be a positive scalar (it underflows to 0 or is not a "
+            f"scalar: shape {noise_std.shape})."
+        )
     # Factor A once, so no call solves a d_y × d_y system (10× faster on CPU).
     left, singular, _ = jnp.linalg.svd(A, full_matrices=True)
     # Singular values below the rank tolerance (numpy's matrix_rank rule) are
@@ -588,7 +606,30 @@ def _operator_likelihood(op, y, noise_std) -> NoisedOperatorLikelihood:
                 f"flattening), got {y.shape}."
             )
         y = y.reshape(out_shape)
+    check_finite_values("y", y, " (the observation); drop or impute missing entries")
     noise_std = jnp.asarray(noise_std, dtype)
-    if noise_std.ndim != 0 or not bool(noise_std > 0):
+    if noise_std.ndim != 0 or (is_concrete(noise_std) and not bool(noise_std > 0)):
         raise ValueError("`noise_std` must be a positive scalar.")
     return NoisedOperatorLikelihood(op, y, noise_std)
+
+
+def _check_noise_std(noise_std) -> None:
+    """``noise_std``: a real scalar, finite and > 0 when concrete."""
+    if isinstance(noise_std, bool | str) or not isinstance(
+        noise_std, numbers.Real | jax.Array | np.ndarray | np.generic
+    ):
+        raise TypeError(
+            f"`noise_std` must be a positive scalar, got {type(noise_std).__name__}."
+        )
+    if np.ndim(noise_std) != 0:
+        raise ValueError(
+            f"`noise_std` must be a positive scalar, got shape {np.shape(noise_std)}; "
+            "for per-observation noise, whiten y and the rows of A."
+        )
+    if is_concrete(noise_std):
+        value = float(np.asarray(noise_std))
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"`noise_std` must be finite and > 0, got {value} (for a noiseless "
+                "observation pass a small positive value, e.g. 1e-3)."
+            )

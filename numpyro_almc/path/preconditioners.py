@@ -7,6 +7,8 @@ the flattened position (``jax.flatten_util.ravel_pytree`` order).
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -14,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_almc._validate import check_finite_values, is_concrete
 from numpyro_almc.types import Array, ArrayLike
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "linear_gaussian_preconditioner",
     "hessian_preconditioner",
     "hessian_diagonal_preconditioner",
+    "check_preconditioner",
 ]
 
 
@@ -122,6 +126,12 @@ def dense_preconditioner(matrix: ArrayLike) -> DensePreconditioner:
         raise ValueError(
             f"A dense preconditioner must be a square matrix, got shape {matrix.shape}."
         )
+    if not jnp.issubdtype(matrix.dtype, jnp.floating):
+        raise TypeError(
+            f"The preconditioner `matrix` must be floating point, got {matrix.dtype}; "
+            "pass e.g. jnp.asarray(M, jnp.float32)."
+        )
+    check_finite_values("matrix", matrix, " (the dense preconditioner)")
     m = np.asarray(matrix, dtype=np.float64)
     if not np.allclose(m, m.T, rtol=1e-5, atol=1e-8):
         raise ValueError("The preconditioner must be symmetric; pass (M + M.T) / 2.")
@@ -145,8 +155,17 @@ def diagonal_preconditioner(diagonal: ArrayLike) -> DiagonalPreconditioner:
             "`diagonal` must be a vector (the flattened position), got "
             f"{diagonal.shape}."
         )
-    if not bool(jnp.all(diagonal > 0)):
-        raise ValueError("Every entry of a diagonal preconditioner must be > 0.")
+    if not jnp.issubdtype(diagonal.dtype, jnp.floating):
+        raise TypeError(
+            f"`diagonal` must be floating point, got {diagonal.dtype}; pass e.g. "
+            "jnp.asarray(d, jnp.float32)."
+        )
+    if not bool(jnp.all(jnp.isfinite(diagonal) & (diagonal > 0))):
+        raise ValueError(
+            "Every entry of `diagonal` (a diagonal preconditioner) must be finite and "
+            "> 0; a zero entry freezes that coordinate, a NaN or inf one breaks every "
+            "step."
+        )
     return DiagonalPreconditioner(diagonal)
 
 
@@ -201,6 +220,35 @@ def linear_gaussian_preconditioner(
     >>> [round(float(v), 4) for v in p.apply(jnp.ones(2))]
     [1.0, 0.0099]
     """
+    if (
+        isinstance(noise_std, str)
+        or not isinstance(noise_std, numbers.Real | jax.Array | np.ndarray | np.generic)
+        or isinstance(noise_std, bool)
+    ):
+        raise TypeError(
+            "`noise_std` must be a positive number or array of them, got "
+            f"{type(noise_std).__name__}."
+        )
+    if is_concrete(noise_std):
+        ns = np.asarray(noise_std, dtype=np.float64)
+        if not np.all(np.isfinite(ns) & (ns > 0)):
+            raise ValueError(
+                f"`noise_std` must be finite and > 0, got {noise_std!r} (for a "
+                "noiseless observation pass a small positive value, e.g. 1e-3)."
+            )
+    if isinstance(prior_precision, bool) or not isinstance(
+        prior_precision, numbers.Real | jax.Array | np.ndarray | np.generic
+    ):
+        raise TypeError(
+            f"`prior_precision` must be a positive number, got "
+            f"{type(prior_precision).__name__}."
+        )
+    if is_concrete(prior_precision) and not (
+        math.isfinite(float(prior_precision)) and float(prior_precision) > 0
+    ):
+        raise ValueError(
+            f"`prior_precision` must be finite and > 0, got {prior_precision}."
+        )
     if is_operator(A):
         if prior_precision != 1.0:
             raise ValueError(
@@ -213,15 +261,38 @@ def linear_gaussian_preconditioner(
                 "noise, whiten y and fold the scales into the operator."
             )
         return A.preconditioner(jnp.asarray(noise_std) ** 2)
+    if (
+        isinstance(A, str)
+        or not hasattr(A, "__array__")
+        and not isinstance(A, list | tuple)
+    ):
+        raise TypeError(
+            "`A` must be a (d_y, d) matrix or an operator from numpyro_almc.operators, "
+            f"got {type(A).__name__}."
+        )
     A = jnp.asarray(A)
     if A.ndim != 2:
         raise ValueError(f"`A` must be a (d_y, d) matrix, got shape {A.shape}.")
+    check_finite_values("A", A, " (the forward matrix)")
+    if dtype is not None:
+        from numpyro_almc._validate import check_float_dtype
+
+        dtype = check_float_dtype("dtype", dtype)
     dtype = dtype or (A.dtype if jnp.issubdtype(A.dtype, jnp.floating) else None)
-    noise_std = jnp.broadcast_to(jnp.asarray(noise_std, dtype=dtype), A.shape[:1])
-    if not bool(jnp.all(noise_std > 0)):
-        raise ValueError("`noise_std` must be > 0.")
-    if prior_precision <= 0:
-        raise ValueError("`prior_precision` must be > 0.")
+    if jnp.ndim(noise_std) > 1 or jnp.size(noise_std) not in (1, A.shape[0]):
+        raise ValueError(
+            f"`noise_std` must be a scalar or have shape ({A.shape[0]},) (one per "
+            f"row of A), got shape {jnp.shape(noise_std)}."
+        )
+    noise_std = jnp.broadcast_to(
+        jnp.asarray(noise_std, dtype=dtype).reshape(-1), A.shape[:1]
+    )
+    if is_concrete(noise_std) and not bool(jnp.all(noise_std > 0)):
+        raise ValueError(
+            "`noise_std` must be > 0 (it underflows to 0 in the dtype used)."
+        )
+    if not jnp.issubdtype(A.dtype, jnp.floating):
+        A = A.astype(noise_std.dtype)
     weighted = A / noise_std[:, None]
     hessian = (
         prior_precision * jnp.eye(A.shape[1], dtype=A.dtype) + weighted.T @ weighted
@@ -302,3 +373,89 @@ def hessian_diagonal_preconditioner(
     diag = jax.lax.map(curvature, jnp.arange(flat.shape[0]))
     inv = 1.0 / (prior_precision + jnp.maximum(diag, 0.0))
     return DiagonalPreconditioner(inv.astype(flat.dtype))
+
+
+def check_preconditioner(preconditioner, position, name: str = "preconditioner"):
+    """Raise unless ``preconditioner`` is None or a preconditioner for ``position``.
+
+    Checked eagerly, before any tracing: the kind (an object with ``apply`` and
+    ``apply_sqrt``, or a time-dependent one with ``at``), its size against the
+    flattened position (``apply`` on a vector of that size must return that size)
+    and, for the dense and diagonal kinds with concrete arrays, finite values and
+    (diagonal) positive entries.
+    """
+    if preconditioner is None:
+        return None
+    from jax.flatten_util import ravel_pytree
+
+    if isinstance(preconditioner, str):
+        raise TypeError(
+            f"`{name}` must be None or a preconditioner object, got the string "
+            f"{preconditioner!r} ('auto' is an option of the NumPyro kernels ALMC / "
+            "ALMCSMC); build one with linear_gaussian_preconditioner(A, noise_std)."
+        )
+    time_dependent = getattr(preconditioner, "time_dependent", False)
+    probe = preconditioner
+    if time_dependent:
+        if not callable(getattr(preconditioner, "at", None)):
+            raise TypeError(f"The time-dependent `{name}` needs an `at(t)` method.")
+    elif not (
+        callable(getattr(preconditioner, "apply", None))
+        and callable(getattr(preconditioner, "apply_sqrt", None))
+    ):
+        raise TypeError(
+            f"`{name}` must be None or a preconditioner object with apply and "
+            f"apply_sqrt, got {type(preconditioner).__name__}; for a matrix M use "
+            "dense_preconditioner(M), for a diagonal diagonal_preconditioner(d), or "
+            "linear_gaussian_preconditioner(A, noise_std)."
+        )
+    flat = jax.eval_shape(lambda p: ravel_pytree(p)[0], position)
+    d = flat.shape[0]
+    if isinstance(preconditioner, DiagonalPreconditioner):
+        shapes = {"diagonal": jnp.shape(preconditioner.diagonal)}
+        want = {"diagonal": (d,)}
+    elif isinstance(preconditioner, DensePreconditioner):
+        shapes = {
+            "matrix": jnp.shape(preconditioner.matrix),
+            "cholesky": jnp.shape(preconditioner.cholesky),
+        }
+        want = {"matrix": (d, d), "cholesky": (d, d)}
+    else:
+        shapes = want = {}
+    for field, shape in shapes.items():
+        if shape != want[field]:
+            raise ValueError(
+                f"`{name}` has {field} of shape {shape} but the flattened position "
+                f"has {d} numbers (need {want[field]}): build it for this position."
+            )
+    if not shapes:
+        try:
+            if time_dependent:
+                out = jax.eval_shape(
+                    lambda v: preconditioner.at(jnp.ones((), v.dtype)).apply(v), flat
+                )
+            else:
+                out = jax.eval_shape(probe.apply, flat)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"`{name}` cannot act on the flattened position ({d} numbers): {e}"
+            ) from None
+        if jnp.shape(out) != (d,):
+            raise ValueError(
+                f"`{name}` maps the flattened position ({d} numbers) to shape "
+                f"{jnp.shape(out)}: build it for this position."
+            )
+    if isinstance(preconditioner, DiagonalPreconditioner) and is_concrete(
+        preconditioner.diagonal
+    ):
+        diag = np.asarray(preconditioner.diagonal)
+        if not np.all(np.isfinite(diag) & (diag > 0)):
+            raise ValueError(
+                f"`{name}` is diagonal with entries that are not finite and > 0 (a "
+                "zero freezes a coordinate, NaN breaks every step); build it with "
+                "diagonal_preconditioner(d)."
+            )
+    if isinstance(preconditioner, DensePreconditioner):
+        check_finite_values(name, preconditioner.matrix, " (its matrix)")
+        check_finite_values(name, preconditioner.cholesky, " (its Cholesky factor)")
+    return preconditioner

@@ -15,8 +15,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_almc._validate import check_choice
+from numpyro_almc._validate import check_choice, check_float_dtype, is_concrete
 from numpyro_almc._validate import check_count as _check_count
+from numpyro_almc._validate import check_initial_time as _check_initial_time
 from numpyro_almc._validate import check_positive as _check_positive
 from numpyro_almc.path.ou import (
     half_log_snr,
@@ -41,6 +42,8 @@ __all__ = [
 WARM_START, ANNEAL, TAIL = 0, 1, 2
 
 _GRIDS = ("uniform", "log", "snr")
+#: Most steps a schedule builder makes (a larger one is a typo, and would not fit).
+MAX_STEPS = 10**7
 _STEP_RULES = ("constant", "noise")
 
 
@@ -86,12 +89,68 @@ class ALMCSchedule(NamedTuple):
 
 
 def check_schedule(schedule) -> ALMCSchedule:
-    """``schedule`` if it is an :class:`ALMCSchedule`; else a ``TypeError`` saying how
-    to build one."""
+    """``schedule`` if it is a valid :class:`ALMCSchedule`; else a ``TypeError`` saying
+    how to build one, or a ``ValueError`` naming the bad array.
+
+    A hand-built (or edited) schedule is checked eagerly: 1-D arrays of
+    ``num_steps + 1`` floating times and ``num_steps`` floating step sizes and int
+    phases; step sizes finite and ``>= 0``; times ``> 0`` (``+inf`` for the warm
+    start), never NaN; phases ``WARM_START``, ``ANNEAL`` or ``TAIL``. Value checks are
+    skipped for traced arrays (a schedule built inside ``jit``).
+    """
     if not isinstance(schedule, ALMCSchedule):
         raise TypeError(
             "`schedule` must be an ALMCSchedule (from paper_schedule or "
             f"budget_schedule), got {type(schedule).__name__}."
+        )
+    times, steps, phases = (jnp.asarray(a) for a in schedule)
+    for name, arr in (("times", times), ("step_sizes", steps), ("phases", phases)):
+        if arr.ndim != 1:
+            raise ValueError(
+                f"`schedule.{name}` must be 1-D, got shape {arr.shape}; build the "
+                "schedule with budget_schedule or paper_schedule."
+            )
+    n = steps.shape[0]
+    if n == 0:
+        raise ValueError("`schedule.step_sizes` is empty: the schedule has no steps.")
+    if times.shape[0] != n + 1:
+        raise ValueError(
+            f"`schedule.times` must have num_steps + 1 = {n + 1} entries (the time "
+            f"of each step's drift and the last cached one), got {times.shape[0]}."
+        )
+    if phases.shape[0] != n:
+        raise ValueError(
+            f"`schedule.phases` must have num_steps = {n} entries, got "
+            f"{phases.shape[0]}."
+        )
+    for name, arr in (("times", times), ("step_sizes", steps)):
+        if not jnp.issubdtype(arr.dtype, jnp.floating):
+            raise TypeError(
+                f"`schedule.{name}` must be floating point, got {arr.dtype}; build "
+                "the schedule with a floating dtype (e.g. jnp.float32)."
+            )
+    if not jnp.issubdtype(phases.dtype, jnp.integer):
+        raise TypeError(f"`schedule.phases` must be integers, got {phases.dtype}.")
+    if not is_concrete(times, steps, phases):
+        return schedule
+    t, h, p = np.asarray(times), np.asarray(steps), np.asarray(phases)
+    if not np.all(np.isfinite(h)) or np.any(h < 0):
+        bad = int(np.flatnonzero(~(np.isfinite(h) & (h >= 0)))[0])
+        raise ValueError(
+            f"`schedule.step_sizes` must be finite and >= 0, got {h[bad]} at step "
+            f"{bad}; fix the hand-built step sizes (e.g. np.clip) or rebuild the "
+            "schedule with budget_schedule."
+        )
+    if np.any(np.isnan(t)) or np.any(t <= 0):
+        bad = int(np.flatnonzero(np.isnan(t) | (t <= 0))[0])
+        raise ValueError(
+            f"`schedule.times` must be OU times > 0 (+inf for the warm start), got "
+            f"{t[bad]} at index {bad}; the score is singular at t <= 0."
+        )
+    if not np.all(np.isin(p, (WARM_START, ANNEAL, TAIL))):
+        raise ValueError(
+            "`schedule.phases` must hold WARM_START (0), ANNEAL (1) or TAIL (2), got "
+            f"{sorted(set(p.tolist()) - {WARM_START, ANNEAL, TAIL})}."
         )
     return schedule
 
@@ -208,6 +267,21 @@ def _assemble(
     ).astype(np.int32)
     if len(step_sizes) == 0:
         raise ValueError("The schedule has no steps; ask for at least one step.")
+    dtype = check_float_dtype("dtype", dtype)
+    cast_tau = np.asarray(tau).astype(dtype)
+    if not cast_tau > 0:
+        raise ValueError(
+            f"`early_stop_time` = {float(tau):g} is 0 in {dtype}: the last steps "
+            "would query the score at t = 0. Use a larger early_stop_time (e.g. "
+            "1e-3) or a wider dtype."
+        )
+    cast_steps = np.asarray(step_sizes).astype(dtype)
+    if np.any(cast_steps <= 0):
+        raise ValueError(
+            f"Some step sizes underflow to 0 in {dtype} (smallest "
+            f"{float(np.min(step_sizes)):g}): raise `step_size` / "
+            "`min_step_fraction`, or `early_stop_time`."
+        )
     return ALMCSchedule(
         times=jnp.asarray(times, dtype=dtype),
         step_sizes=jnp.asarray(step_sizes, dtype=dtype),
@@ -266,17 +340,23 @@ def paper_schedule(
     """
     step_size = _check_positive("step_size", step_size)
     path_speed = _check_positive("path_speed", path_speed)
-    initial_time = _check_positive("initial_time", initial_time)
+    initial_time = _check_initial_time("initial_time", initial_time)
     early_stop_time = _check_positive("early_stop_time", early_stop_time)
     if not early_stop_time < initial_time:
         raise ValueError(
             f"Need initial_time > early_stop_time > 0, got T={initial_time}, "
-            f"τ={early_stop_time}; swap them or lower τ."
+            f"τ={early_stop_time}; swap them or lower τ (`early_stop_time`)."
         )
     m = _check_count("num_warm_start_steps", num_warm_start_steps)
     h = _check_positive("warm_start_step_size", warm_start_step_size)
     tail = _check_count("num_tail_steps", num_tail_steps)
     n = max(1, math.ceil(path_speed * (initial_time - early_stop_time) / step_size))
+    if n > MAX_STEPS:
+        raise ValueError(
+            f"path_speed * (initial_time - early_stop_time) / step_size = {n:.3g} "
+            f"annealing steps (more than {MAX_STEPS:.0e}): check `step_size`, "
+            "`path_speed` and `initial_time`."
+        )
     times = _anneal_times("uniform", initial_time, early_stop_time, n)
     return _assemble(
         num_warm_start_steps=m,
@@ -329,8 +409,10 @@ def budget_schedule(
         Floor of ``σ_t²`` in the ``"noise"`` rule.
     tail_fraction
         Fraction of the budget spent at ``τ`` after annealing, in ``[0, 1)``.
-    num_warm_start_steps, warm_start_step_size
-        The warm start; ``h`` defaults to ``step_size`` capped at 0.5.
+    num_warm_start_steps
+        Steps of the warm start.
+    warm_start_step_size
+        Its step size ``h``; None: ``min(step_size, 0.5)``.
 
     Examples
     --------
@@ -339,8 +421,13 @@ def budget_schedule(
     1000
     """
     budget = _check_count("num_score_evals", num_score_evals, minimum=2)
+    if budget > MAX_STEPS:
+        raise ValueError(
+            f"`num_score_evals` = {budget} is more than {MAX_STEPS:.0e} steps; run a "
+            "long chain in chunks (run_almc_chunked) instead."
+        )
     tau = _check_positive("early_stop_time", early_stop_time)
-    T = _check_positive("initial_time", initial_time)
+    T = _check_initial_time("initial_time", initial_time)
     if not tau < T:
         raise ValueError(
             f"Need initial_time > early_stop_time > 0, got T={T}, τ={tau}; "
@@ -389,6 +476,7 @@ def langevin_schedule(
     time = _check_positive("time", time)
     step_size = _check_positive("step_size", step_size)
     n = _check_count("num_steps", num_steps, minimum=1)
+    dtype = check_float_dtype("dtype", dtype)
     return ALMCSchedule(
         times=jnp.full(n + 1, time, dtype=dtype),
         step_sizes=jnp.full(n, step_size, dtype=dtype),

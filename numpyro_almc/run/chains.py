@@ -12,8 +12,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from numpyro_almc._validate import as_arrays, check_fns, check_key  # noqa: F401 (re-exported)
 from numpyro_almc.mcmc.almc import init
 from numpyro_almc.types import Array, ArrayLikeTree, ArrayTree, PRNGKey
 
@@ -72,25 +72,6 @@ def standard_normal_like(rng_key: PRNGKey, tree: ArrayLikeTree) -> ArrayTree:
     )
 
 
-def check_key(rng_key) -> None:
-    """Raise unless ``rng_key`` is one JAX PRNG key (typed, or raw ``uint32[2]``)."""
-    if isinstance(rng_key, jax.Array) and jnp.issubdtype(
-        rng_key.dtype, jax.dtypes.prng_key
-    ):
-        if rng_key.shape == ():
-            return
-    elif (
-        isinstance(rng_key, jax.Array | np.ndarray)
-        and rng_key.dtype == np.uint32
-        and rng_key.shape == (2,)
-    ):
-        return
-    raise TypeError(
-        "`rng_key` must be one JAX PRNG key, e.g. jax.random.key(0); got "
-        f"{type(rng_key).__name__} {getattr(rng_key, 'shape', '')}."
-    )
-
-
 def check_floating(name: str, tree) -> None:
     """Raise unless every leaf of ``tree`` is a floating-point array."""
     leaves = jax.tree.leaves(tree)
@@ -111,12 +92,18 @@ def starting_positions(rng_key, position, num, init_positions=None, what="num_ch
     (:func:`initial_positions`) when it is None. Checks the key and the position's
     dtypes first (before any tracing)."""
     check_key(rng_key)
-    position = jax.tree.map(jnp.asarray, position)
+    position = as_arrays("position", position)
     check_floating("position", position)
     if init_positions is None:
         return initial_positions(rng_key, position, num)
-    init_positions = jax.tree.map(jnp.asarray, init_positions)
+    init_positions = as_arrays("init_positions", init_positions)
     check_floating("init_positions", init_positions)
+    if jax.tree.structure(init_positions) != jax.tree.structure(position):
+        raise ValueError(
+            "`init_positions` must have the tree structure of `position` (the same "
+            "sites), with a leading chain axis: got "
+            f"{jax.tree.structure(init_positions)} for {jax.tree.structure(position)}."
+        )
     for leaf, ref in zip(
         jax.tree.leaves(init_positions), jax.tree.leaves(position), strict=True
     ):

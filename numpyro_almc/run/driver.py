@@ -12,9 +12,12 @@ from numpyro_almc._static import by_identity
 from numpyro_almc._validate import check_count, check_divergence_threshold
 from numpyro_almc.mcmc.almc import ALMCState, standard_normal_score
 from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
+from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule
 from numpyro_almc.run.chains import (
     FINISH_KEYS,
+    as_arrays,
+    check_fns,
     offset_keys,
     run_keys,
     starting_positions,
@@ -184,6 +187,7 @@ def run_almc(
     divergence_threshold = check_divergence_threshold(divergence_threshold)
     num_steps = schedule.num_steps if num_steps is None else num_steps
     num_steps = check_count("num_steps", num_steps, 1)
+    position = as_arrays("position", position)
     save = SaveAt.build(
         position,
         num_steps=num_steps,
@@ -191,10 +195,10 @@ def run_almc(
         every=path_every,
         sites=sites,
     )
-    if not callable(loglikelihood_fn) or not callable(score_fn):
-        raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     final_stage = check_final_stage(final_stage, loglikelihood_fn)
     init_positions = starting_positions(rng_key, position, num_chains, init_positions)
+    check_fns(loglikelihood_fn, score_fn, position)
+    check_preconditioner(preconditioner, position)
     mesh = resolve_mesh(devices, mesh, num_chains)
     keys = shard_chains(run_keys(rng_key, num_chains), mesh)
     out = run_chains(

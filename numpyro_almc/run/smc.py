@@ -8,13 +8,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from numpyro_almc._static import by_identity
-from numpyro_almc._validate import check_count
+from numpyro_almc._validate import check_count, check_finite_values
 from numpyro_almc.mcmc.almc import standard_normal_score
 from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
+from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule, step_params
-from numpyro_almc.run.chains import starting_positions
+from numpyro_almc.run.chains import check_fns, starting_positions
 from numpyro_almc.run.health import check_smc
 from numpyro_almc.run.loop import finish_chains, scan_steps
 from numpyro_almc.smc.almc_smc import (
@@ -128,6 +130,25 @@ def _run_smc(
     return state, info, lee_whiteley_log_se(state)
 
 
+def _check_tree_inputs(position, init_positions) -> None:
+    """``position`` holds arrays (not strings) and ``init_positions``, if given, has
+    its tree structure."""
+    for leaf in jax.tree.leaves(position):
+        if isinstance(leaf, str):
+            raise TypeError(
+                f"`position` must hold floating arrays, got the string {leaf!r}; pass "
+                "e.g. jnp.zeros(d)."
+            )
+    if init_positions is not None and jax.tree.structure(
+        init_positions
+    ) != jax.tree.structure(position):
+        raise ValueError(
+            "`init_positions` must have the tree structure of `position` (with a "
+            f"leading particle axis): got {jax.tree.structure(init_positions)} for "
+            f"{jax.tree.structure(position)}."
+        )
+
+
 def run_almc_smc(
     rng_key: PRNGKey,
     loglikelihood_fn: Callable[[ArrayTree], Array],
@@ -162,9 +183,11 @@ def run_almc_smc(
     ----------
     rng_key
         A JAX PRNG key.
-    loglikelihood_fn, score_fn
-        As in :func:`numpyro_almc.run_almc` (static: pass the same objects to reuse
+    loglikelihood_fn
+        As in :func:`numpyro_almc.run_almc` (static: pass the same object to reuse
         the compiled run).
+    score_fn
+        As in :func:`numpyro_almc.run_almc` (static, as ``loglikelihood_fn``).
     schedule
         The path (``budget_schedule`` / ``paper_schedule``): its score-evaluation
         count is that of ALMC; the weights add the divergence cost below.
@@ -249,9 +272,28 @@ def run_almc_smc(
             "warm_start_log_normalizer methods; do not pass "
             "`warm_start_log_normalizer`."
         )
+    if warm_start_log_normalizer is not None:
+        if np.ndim(warm_start_log_normalizer) != 0:
+            raise ValueError(
+                "`warm_start_log_normalizer` must be a scalar (log ∫ γ e^{-R}), got "
+                f"shape {np.shape(warm_start_log_normalizer)}."
+            )
+        check_finite_values(
+            "warm_start_log_normalizer",
+            jnp.asarray(warm_start_log_normalizer),
+            " (log ∫ γ e^{-R}); pass None if it is not known",
+        )
+    _check_tree_inputs(position, init_positions)
     init_positions = starting_positions(
         rng_key, position, num_particles, init_positions, what="num_particles"
     )
+    check_fns(loglikelihood_fn, score_fn, position)
+    if sum(jnp.size(v) for v in jax.tree.leaves(position)) == 0:
+        raise ValueError(
+            "`position` has no numbers (an empty array): pass one position of the "
+            "problem's shape, e.g. jnp.zeros(d)."
+        )
+    check_preconditioner(preconditioner, position)
     run_key = jax.random.fold_in(rng_key, 1)
     state, info, log_se = _run_smc(
         run_key,

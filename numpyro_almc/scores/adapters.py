@@ -130,8 +130,10 @@ class LinearVPSchedule:
 
     Parameters
     ----------
-    beta_min, beta_max
-        The usual ``0.1`` and ``20.0`` by default.
+    beta_min
+        ``β_min``, the usual ``0.1`` by default.
+    beta_max
+        ``β_max``, the usual ``20.0`` by default.
 
     Examples
     --------
@@ -268,6 +270,11 @@ def score_from_eps(eps_fn: Callable[[Array, Array], Array], schedule) -> ScoreFn
     >>> score_fn(jnp.array([2.0, -1.0]), 0.3)  # the score of N(0, I) is -x
     Array([-2.,  1.], dtype=float32)
     """
+    if not callable(eps_fn):
+        raise TypeError(
+            f"score_from_eps: `eps_fn` must be a callable eps_fn(x, t), got "
+            f"{type(eps_fn).__name__}."
+        )
     if not isinstance(schedule, _Schedule):
         raise TypeError(
             "score_from_eps: `schedule` must be a DiscreteVPSchedule, "
@@ -311,6 +318,11 @@ def score_from_x0(denoiser: Callable[[Array, Array], Array]) -> ScoreFn:
     >>> round(float(score_fn(jnp.array([1.0]), 1.0)[0]), 4)  # p_t = N(0, 1 - e^{-2})
     -1.1565
     """
+    if not callable(denoiser):
+        raise TypeError(
+            f"score_from_x0: `denoiser` must be a callable denoiser(x, t), got "
+            f"{type(denoiser).__name__}."
+        )
 
     def score_fn(x: Array, t: ArrayLike) -> Array:
         x = jnp.asarray(x)
@@ -354,6 +366,11 @@ def score_from_ve(score_ve: Callable[[Array, Array], Array]) -> ScoreFn:
     >>> score_fn(jnp.array([1.0]), 0.7).round(4)  # N(0, I) in both conventions
     Array([-1.], dtype=float32)
     """
+    if not callable(score_ve):
+        raise TypeError(
+            f"score_from_ve: `score_ve` must be a callable score_ve(x, t), got "
+            f"{type(score_ve).__name__}."
+        )
 
     def score_fn(x: Array, t: ArrayLike) -> Array:
         x = jnp.asarray(x)
@@ -395,6 +412,11 @@ def score_from_edm_denoiser(denoiser: Callable[[Array, Array], Array]) -> ScoreF
     >>> score_fn(jnp.array([1.0]), 0.7).round(4)  # N(0, I) in both conventions
     Array([-1.], dtype=float32)
     """
+    if not callable(denoiser):
+        raise TypeError(
+            "score_from_edm_denoiser: `denoiser` must be a callable denoiser(x, t), "
+            f"got {type(denoiser).__name__}."
+        )
 
     def score_fn(x: Array, t: ArrayLike) -> Array:
         x = jnp.asarray(x)

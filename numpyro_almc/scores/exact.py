@@ -43,6 +43,13 @@ def _float_dtype(x: Array):
 # ---------------------------------------------------------------------------
 
 
+def _check_finite(where: str, name: str, value) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return
+    if not np.all(np.isfinite(np.asarray(value))):
+        raise ValueError(f"{where}: `{name}` holds NaN or infinite values.")
+
+
 def _eigh_psd(raw_covs: ArrayLike, covs: Array) -> tuple[Array, Array]:
     """Eigendecomposition ``C_k = V_k diag(lam_k) V_k^T`` of full covariances.
 
@@ -141,14 +148,45 @@ class _MixtureParams:
             # Unnormalised weights are accepted; normalise in log space.
             log_weights = jnp.log(weights)
             log_weights = log_weights - jax.scipy.special.logsumexp(log_weights)
+        where = "gaussian_score" if single else "gaussian_mixture_score"
+        mean_name, cov_name = ("mean", "cov") if single else ("means", "covs")
+        _check_finite(where, mean_name, means)
+        _check_finite(where, cov_name, covs)
+        if not single:
+            _check_finite(where, "weights", weights)
+            if not isinstance(weights, jax.core.Tracer):
+                w = np.asarray(weights)
+                if np.any(w < 0) or not np.sum(w) > 0:
+                    raise ValueError(
+                        f"{where}: `weights` must be >= 0 with a positive sum, got "
+                        f"{w.tolist()}."
+                    )
+        if kind == "full":
+            self.eigvals, self.eigvecs = _eigh_psd(raw_covs, covs)
+            lam = self.eigvals
+            if not isinstance(lam, jax.core.Tracer):
+                raw = np.linalg.eigvalsh(
+                    np.asarray(raw_covs, dtype=np.float64).reshape(covs.shape),
+                    UPLO="L",
+                )
+                scale = np.max(np.abs(raw), initial=0.0)
+                if np.any(raw < -1e-6 * max(scale, 1e-30)):
+                    raise ValueError(
+                        f"{where}: `{cov_name}` must be positive semi-definite, got "
+                        f"an eigenvalue {float(raw.min()):.3g}; pass a covariance "
+                        "(e.g. C @ C.T), not a precision or its negative."
+                    )
+        elif not isinstance(covs, jax.core.Tracer) and np.any(np.asarray(covs) < 0):
+            raise ValueError(
+                f"{where}: `{cov_name}` must be variances >= 0, got a negative entry "
+                f"{float(np.min(np.asarray(covs))):.3g}."
+            )
         self.log_weights = log_weights
         self.means = means
         self.covs = covs
         self.kind = kind
         self.event_shape = tuple(event_shape)
         self.dim = d
-        if kind == "full":
-            self.eigvals, self.eigvecs = _eigh_psd(raw_covs, covs)
 
     def terms(self, x: Array, t: ArrayLike) -> tuple[Array, Array, Array]:
         """Per-component ``log w_k + log N_k(x)`` (K,) and gradients (K, d).

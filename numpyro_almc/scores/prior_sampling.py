@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_almc._validate import MAX_INITIAL_TIME, check_initial_time
 from numpyro_almc.path.ou import (
     half_log_snr,
     ou_noise_variance,
@@ -233,6 +236,9 @@ def sample_prior(
     Song et al., "Score-based generative modeling through stochastic differential
     equations", arXiv:2011.13456. Lu et al., "DPM-Solver++", arXiv:2211.01095.
     """
+    from numpyro_almc.run.chains import check_key
+
+    check_key(rng_key)
     if not callable(score_fn):
         raise TypeError(
             "score_fn must be a callable score_fn(x, t); got "
@@ -271,8 +277,17 @@ def sample_prior(
         raise ValueError(
             f"dtype must be a floating dtype such as jnp.float32; got {dtype}."
         )
+    if not isinstance(denoise, bool | np.bool_):
+        raise TypeError(f"denoise must be a bool; got {denoise!r}.")
+    for name, value in (("initial_time", initial_time), ("final_time", final_time)):
+        if isinstance(value, bool) or not isinstance(
+            value, numbers.Real | np.ndarray | np.generic | jax.Array
+        ):
+            raise TypeError(f"{name} must be a real number; got {value!r}.")
     initial_time = float(initial_time)
     final_time = float(final_time)
+    if initial_time > MAX_INITIAL_TIME:
+        check_initial_time("initial_time", initial_time)
     if not (math.isfinite(final_time) and final_time > 0.0):
         raise ValueError(
             f"final_time must be a finite positive OU time (e.g. 1e-3); got "
@@ -284,6 +299,58 @@ def sample_prior(
             f"got {initial_time}. Use e.g. initial_time=5.0."
         )
 
+    out = jax.eval_shape(
+        score_fn, jax.ShapeDtypeStruct(event_shape, dtype), jnp.ones((), dtype)
+    )
+    if jnp.shape(out) != event_shape:
+        raise ValueError(
+            f"score_fn returned shape {jnp.shape(out)} for one x of event_shape "
+            f"{event_shape}; score_fn(x, t) takes ONE unbatched x and returns an "
+            "array of the same shape (vmap outside for batches)."
+        )
+    return _warn_if_not_finite(
+        _sample_dispatch(
+            rng_key,
+            score_fn,
+            initial_time,
+            final_time,
+            event_shape=event_shape,
+            num_samples=num_samples,
+            num_steps=num_steps,
+            dtype=dtype,
+            denoise=denoise,
+        )
+    )
+
+
+def _warn_if_not_finite(draws):
+    if isinstance(draws, jax.core.Tracer):
+        return draws
+    from numpyro_almc.run.health import ALMCRunWarning
+
+    bad = ~jnp.isfinite(draws)
+    if bool(jnp.any(bad)):
+        warnings.warn(
+            "sample_prior: some draws are not finite (score_fn returned NaN or inf, "
+            "or the reverse steps overflowed); check score_fn and the time range.",
+            ALMCRunWarning,
+            stacklevel=3,
+        )
+    return draws
+
+
+def _sample_dispatch(
+    rng_key,
+    score_fn,
+    initial_time,
+    final_time,
+    *,
+    event_shape,
+    num_samples,
+    num_steps,
+    dtype,
+    denoise,
+):
     dynamic, static = _partition(score_fn)
     try:
         hash(static)

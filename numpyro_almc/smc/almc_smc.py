@@ -48,6 +48,7 @@ from blackjax.smc import resampling as _resampling
 
 from numpyro_almc._validate import check_choice, check_count
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init, standard_normal_score
+from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import (
     ALMCSchedule,
     StepParams,
@@ -162,6 +163,7 @@ def init_smc(
     >>> int(state.num_resampling), float(state.log_evidence_ratio)
     (0, 0.0)
     """
+    _check_particles(positions)
     particles = jax.vmap(
         lambda p: init(
             p, loglikelihood_fn, score_fn, time, reference_score_fn=reference_score_fn
@@ -310,6 +312,49 @@ def build_smc_kernel(
     return kernel
 
 
+def _check_particles(positions) -> None:
+    """Eager checks of the particles given to :func:`init_smc` (leading axis ``N``):
+    floating, the same ``N >= 1`` on every leaf, finite (when concrete)."""
+    leaves = jax.tree.leaves(positions)
+    if not leaves:
+        raise ValueError("`positions` has no arrays.")
+    sizes = set()
+    for leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"`positions` must hold floating-point arrays, got {dtype}; pass e.g. "
+                "jnp.zeros((num_particles, d))."
+            )
+        if jnp.ndim(leaf) == 0:
+            raise ValueError(
+                "`positions` needs a leading particle axis (shape (num_particles, "
+                "...)); got a scalar leaf."
+            )
+        sizes.add(jnp.shape(leaf)[0])
+    if len(sizes) != 1:
+        raise ValueError(
+            f"`positions` leaves disagree on the number of particles: {sorted(sizes)}."
+        )
+    if any(
+        not isinstance(v, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(v)))
+        for v in leaves
+    ):
+        raise ValueError(
+            "`positions` holds NaN or infinite values: every step from there would "
+            "be reverted. Start from finite positions."
+        )
+
+
+def _check_step_key(rng_key) -> None:
+    """A step's key must be one JAX PRNG key (checked when concrete)."""
+    if isinstance(rng_key, jax.core.Tracer):
+        return
+    from numpyro_almc.run.chains import check_key
+
+    check_key(rng_key)
+
+
 def check_ess_threshold(ess_threshold) -> float:
     """``ess_threshold`` as a float in ``[0, 1]`` (a numeric knob: traced, so
     changing it does not recompile)."""
@@ -327,8 +372,15 @@ class SMCOptions(NamedTuple):
     ----------
     resampling
         A scheme of ``blackjax.smc.resampling`` (see ``RESAMPLING_SCHEMES``).
-    divergence, num_probes, quadrature, warm_start_correction
-        How the score-only weights are computed (see :func:`build_smc_kernel`).
+    divergence
+        How ``∇·s`` in the score-only weights is computed (see
+        :func:`build_smc_kernel`).
+    num_probes
+        Probes of the Hutchinson divergence (see :func:`build_smc_kernel`).
+    quadrature
+        The time quadrature of the weights (see :func:`build_smc_kernel`).
+    warm_start_correction
+        The weight of the warm start (see :func:`build_smc_kernel`).
 
     Examples
     --------
@@ -432,6 +484,9 @@ def as_top_level_api(
 
     def init_fn(positions: ArrayLikeTree, rng_key: PRNGKey | None = None) -> SMCState:
         del rng_key
+        positions = jax.tree.map(jnp.asarray, positions)
+        _check_particles(positions)
+        check_preconditioner(preconditioner, jax.tree.map(lambda a: a[0], positions))
         return init_smc(
             positions,
             loglikelihood_fn,
@@ -441,6 +496,7 @@ def as_top_level_api(
         )
 
     def step_fn(rng_key: PRNGKey, state: SMCState):
+        _check_step_key(rng_key)
         # Every particle is at the same step.
         params = step_params(schedule, state.particles.step[0], preconditioner)
         threshold = jnp.asarray(ess_threshold, state.log_weights.dtype)

@@ -70,9 +70,13 @@ def lee_whiteley_log_se(
     state
         An SMC state with fields ``log_weights`` (``(N,)``, normalised),
         ``ancestors`` (``(N,)`` int, the Eve indices) and ``num_resampling``.
-    log_weights, ancestors, num_resampling
-        The same three arrays, given instead of ``state`` (keyword-only; for
-        samplers whose carry is not such a state).
+    log_weights
+        Given instead of ``state`` (keyword-only, with the next two; for samplers
+        whose carry is not such a state): the normalised log weights.
+    ancestors
+        Instead of ``state``: the Eve indices.
+    num_resampling
+        Instead of ``state``: the number of resampling events.
 
     Examples
     --------

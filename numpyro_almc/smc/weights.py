@@ -201,9 +201,13 @@ def prior_log_weight_increments(
     if warm_start_correction == "none":
         starts_annealing = jnp.zeros_like(starts_annealing)
     branch = jnp.where(starts_annealing, 1, jnp.where(anneals, 2, 0))
-    inc = jax.lax.switch(
-        branch, [no_increments, warm_start_increments, anneal_increments], None
-    )
+    # Every branch in the positions' dtype: a float64 time (an x64 run with a
+    # float64 likelihood) would otherwise give the branches different types.
+    branches = [
+        lambda _, f=f: f(_).astype(dtype)
+        for f in (no_increments, warm_start_increments, anneal_increments)
+    ]
+    inc = jax.lax.switch(branch, branches, None)
     return inc.astype(dtype)
 
 

@@ -170,17 +170,19 @@ def check_fns(loglikelihood_fn, score_fn, position) -> None:
     t = jnp.ones((), jnp.result_type(*jax.tree.leaves(position)))
     time_dependent = getattr(loglikelihood_fn, "time_dependent", False)
     try:
+        # Through lambdas: eval_shape keeps a weak reference to its function, which
+        # objects with __slots__ (e.g. scores.precision's casts) cannot give.
         if time_dependent:
-            jax.eval_shape(loglikelihood_fn, position, t)
+            jax.eval_shape(lambda x, s: loglikelihood_fn(x, s), position, t)
         else:
-            jax.eval_shape(loglikelihood_fn, position)
+            jax.eval_shape(lambda x: loglikelihood_fn(x), position)
     except (TypeError, ValueError) as e:
         raise ValueError(
             "loglikelihood_fn cannot be evaluated on one position shaped like "
             f"`position` ({jax.tree.map(jnp.shape, position)}): {e}"
         ) from None
     try:
-        jax.eval_shape(score_fn, position, t)
+        jax.eval_shape(lambda x, s: score_fn(x, s), position, t)
     except TypeError as e:
         raise TypeError(
             f"score_fn must be score_fn(x, t) (two arguments) for one unbatched x: {e}"

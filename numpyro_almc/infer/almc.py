@@ -671,7 +671,8 @@ def _check_init_params(init_params, z) -> None:
             f"model (its sites: {sorted(z)})."
         )
     for name, value in init_params.items():
-        value = jnp.asarray(value)
+        if not isinstance(value, jax.core.Tracer):
+            value = np.asarray(value)  # numpy: init may run inside a trace (pmap)
         if not jnp.issubdtype(value.dtype, jnp.floating):
             raise TypeError(
                 f"`init_params['{name}']` must be floating point, got {value.dtype}."
@@ -681,9 +682,7 @@ def _check_init_params(init_params, z) -> None:
                 f"`init_params['{name}']` has shape {value.shape}; the site needs "
                 f"{jnp.shape(z[name])} (with a leading chain axis for several chains)."
             )
-        if not isinstance(value, jax.core.Tracer) and not bool(
-            jnp.all(jnp.isfinite(value))
-        ):
+        if not isinstance(value, jax.core.Tracer) and not np.all(np.isfinite(value)):
             raise ValueError(f"`init_params['{name}']` holds NaN or infinite values.")
 
 

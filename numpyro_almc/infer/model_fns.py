@@ -537,8 +537,10 @@ def _check_sites(tr) -> None:
             continue
         if site["is_observed"]:
             value = site["value"]
-            if not isinstance(value, jax.core.Tracer) and not bool(
-                jnp.all(jnp.isfinite(jnp.asarray(value)))
+            # numpy, not jnp: under pmap init is traced, and jnp on a concrete
+            # value would be staged out too.
+            if not isinstance(value, jax.core.Tracer) and not np.all(
+                np.isfinite(np.asarray(value))
             ):
                 raise ValueError(
                     f"The observed site '{name}' holds NaN or infinite values. Drop "

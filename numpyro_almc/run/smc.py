@@ -130,25 +130,6 @@ def _run_smc(
     return state, info, lee_whiteley_log_se(state)
 
 
-def _check_tree_inputs(position, init_positions) -> None:
-    """``position`` holds arrays (not strings) and ``init_positions``, if given, has
-    its tree structure."""
-    for leaf in jax.tree.leaves(position):
-        if isinstance(leaf, str):
-            raise TypeError(
-                f"`position` must hold floating arrays, got the string {leaf!r}; pass "
-                "e.g. jnp.zeros(d)."
-            )
-    if init_positions is not None and jax.tree.structure(
-        init_positions
-    ) != jax.tree.structure(position):
-        raise ValueError(
-            "`init_positions` must have the tree structure of `position` (with a "
-            f"leading particle axis): got {jax.tree.structure(init_positions)} for "
-            f"{jax.tree.structure(position)}."
-        )
-
-
 def run_almc_smc(
     rng_key: PRNGKey,
     loglikelihood_fn: Callable[[ArrayTree], Array],
@@ -283,16 +264,10 @@ def run_almc_smc(
             jnp.asarray(warm_start_log_normalizer),
             " (log ∫ γ e^{-R}); pass None if it is not known",
         )
-    _check_tree_inputs(position, init_positions)
     init_positions = starting_positions(
         rng_key, position, num_particles, init_positions, what="num_particles"
     )
     check_fns(loglikelihood_fn, score_fn, position)
-    if sum(jnp.size(v) for v in jax.tree.leaves(position)) == 0:
-        raise ValueError(
-            "`position` has no numbers (an empty array): pass one position of the "
-            "problem's shape, e.g. jnp.zeros(d)."
-        )
     check_preconditioner(preconditioner, position)
     run_key = jax.random.fold_in(rng_key, 1)
     state, info, log_se = _run_smc(

@@ -35,6 +35,7 @@ from numpyro_almc.mcmc._checks import at_time
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
 from numpyro_almc.mcmc.finish import FinalStage, as_final_stage, finish
 from numpyro_almc.path.preconditioners import (
+    check_preconditioner_values,
     hessian_diagonal_preconditioner,
     hessian_preconditioner,
 )
@@ -75,6 +76,8 @@ class ALMCSamplerState(NamedTuple):
     ``theta_step_size`` and ``theta_accept_prob`` belong to the MALA update of those
     other sites. ``draw`` is ``z`` carried to ``t = 0`` by the final stage in the
     sampling phase (None without a final stage; then the draws are ``z``).
+    ``warm_start_step_size`` caps the warm-start steps (set at the start from the
+    likelihood's stiffness; see :func:`numpyro_almc.mcmc.init`).
 
     Examples
     --------
@@ -98,6 +101,7 @@ class ALMCSamplerState(NamedTuple):
     measurement_loglik_grad: ArrayTree
     time: Array
     step_size: Array
+    warm_start_step_size: Array
     diverging: Array
     num_diverging: Array
     theta_step_size: Array
@@ -144,8 +148,10 @@ class ALMC(MCMCKernel):
     num_warm_start_steps
         Warm-start length (default: a tenth of ``num_warmup``, at most 100).
     warm_start_step_size
-        Warm-start step size ``h`` (default ``min(step_size, 0.5)``); without a
-        preconditioner keep it below ``1 / (1 + L_R)``.
+        Warm-start step size ``h`` (default ``min(step_size, 0.5)``). Each chain's
+        warm-start steps are at most ``1/λ̂``, ``λ̂`` the largest eigenvalue of
+        ``M (I + ∇²R)`` at its start (:func:`numpyro_almc.mcmc.init`), so a stiff
+        likelihood without a preconditioner cannot blow the warm start up.
     preconditioner
         ``"auto"`` (default): ``M = (I + [∇²R]_+)^{-1}`` from the Hessian of ``R`` at
         each chain's start with its ScorePrior sites at 0 (exact for a linear-Gaussian
@@ -477,10 +483,12 @@ class ALMC(MCMCKernel):
             xs, theta = self._split(z)
             x_loglik = conditional_loglik(loglik_fn, theta)
             x_score = conditional_score(score_fn, theta)
-            core = init(xs, x_loglik, x_score, schedule.times[0])
+            precond = self._conditional_preconditioner(x_loglik, xs, theta)
+            core = init(
+                xs, x_loglik, x_score, schedule.times[0], preconditioner=precond
+            )
             ll, grad = jax.value_and_grad(at_time(loglik_fn, schedule.times[0]))(z)
             dtype = core.time.dtype
-            precond = self._conditional_preconditioner(x_loglik, xs, theta)
             return ALMCSamplerState(
                 i=core.step,
                 z=z,
@@ -489,6 +497,7 @@ class ALMC(MCMCKernel):
                 measurement_loglik_grad=grad,
                 time=core.time,
                 step_size=jnp.zeros((), dtype),
+                warm_start_step_size=core.warm_start_step_size,
                 diverging=jnp.zeros((), bool),
                 num_diverging=jnp.zeros((), jnp.int32),
                 theta_step_size=jnp.asarray(self._theta_step_size, dtype),
@@ -560,7 +569,15 @@ class ALMC(MCMCKernel):
         xs, theta = self._split(st.z)
         x_grad, _ = self._split(st.measurement_loglik_grad)
         x_loglik = conditional_loglik(loglik_fn, theta)
-        core = ALMCState(xs, st.score, st.measurement_loglik, x_grad, st.time, st.i)
+        core = ALMCState(
+            xs,
+            st.score,
+            st.measurement_loglik,
+            x_grad,
+            st.time,
+            st.i,
+            st.warm_start_step_size,
+        )
         precond = st.preconditioner
         if theta and self._preconditioner is not None and not self._diagonal_auto(xs):
             # M may depend on the other sites (e.g. (I + AᵀA/σ²)^{-1}): recompute
@@ -603,6 +620,7 @@ class ALMC(MCMCKernel):
             measurement_loglik_grad=grad,
             time=new.time,
             step_size=info.step_size.astype(st.step_size.dtype),
+            warm_start_step_size=st.warm_start_step_size,
             diverging=diverging,
             num_diverging=st.num_diverging + diverging.astype(jnp.int32),
             theta_step_size=theta_h,
@@ -736,16 +754,7 @@ def _check_arguments(
             f"sites returning one; got {type(preconditioner).__name__}. Wrap a "
             "matrix with numpyro_almc.path.dense_preconditioner."
         )
-    if hasattr(preconditioner, "apply") and hasattr(preconditioner, "diagonal"):
-        diag = preconditioner.diagonal
-        if not isinstance(diag, jax.core.Tracer) and not bool(
-            jnp.all(jnp.isfinite(diag) & (diag > 0))
-        ):
-            raise ValueError(
-                "`preconditioner` is a diagonal with zero, negative or non-finite "
-                "entries: the chains would not move (or diverge). Every entry must "
-                "be finite and > 0."
-            )
+    check_preconditioner_values(preconditioner)
     if num_warm_start_steps is not None:
         _check_count("num_warm_start_steps", num_warm_start_steps)
     # Validate the schedule knobs now, not at the first run.

@@ -63,6 +63,7 @@ class ALMCSMCSamplerState(NamedTuple):
     measurement_loglik_grad: ArrayTree
     time: Array
     step_size: Array
+    warm_start_step_size: Array
     diverging: Array
     num_diverging: Array
     theta_step_size: Array

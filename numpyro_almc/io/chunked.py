@@ -110,7 +110,7 @@ __all__ = [
 
 _STATE_FILE = "state.npz"
 # 2: run id, input fingerprints, chunk checksums and sizes, run.lock.
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 
 
 class ChunkedResult(NamedTuple):

@@ -12,6 +12,7 @@ from numpyro_almc.mcmc.almc import (
     standard_normal_score,
 )
 from numpyro_almc.mcmc.finish import FinalStage, finish
+from numpyro_almc.mcmc.stiffness import stable_step_size
 
 __all__ = [
     "FinalStage",
@@ -23,5 +24,6 @@ __all__ = [
     "default_divergence_threshold",
     "init",
     "scheduled_step",
+    "stable_step_size",
     "standard_normal_score",
 ]

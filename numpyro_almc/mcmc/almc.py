@@ -32,8 +32,10 @@ from numpyro_almc._validate import (
     check_key,
 )
 from numpyro_almc.mcmc._checks import at_time, check_tree, float_dtype, score_at
+from numpyro_almc.mcmc.stiffness import stable_step_size
 from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import (
+    WARM_START,
     ALMCSchedule,
     StepParams,
     check_schedule,
@@ -73,6 +75,11 @@ class ALMCState(NamedTuple):
         reference of the warm start.
     step
         int32 number of steps taken: the index into the schedule of the next step.
+    warm_start_step_size
+        The largest warm-start step this chain takes: a warm-start step is
+        ``min(schedule step, this)``. :func:`init` sets it from the likelihood's
+        stiffness at the start (:func:`~numpyro_almc.mcmc.stiffness.stable_step_size`);
+        ``inf`` takes the schedule's steps as they are.
 
     Examples
     --------
@@ -89,6 +96,7 @@ class ALMCState(NamedTuple):
     loglikelihood_grad: ArrayTree
     time: Array
     step: Array
+    warm_start_step_size: Array
 
 
 class ALMCInfo(NamedTuple):
@@ -149,6 +157,8 @@ def init(
     time: Array | float = jnp.inf,
     *,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    preconditioner=None,
+    warm_start_step_size: float | None = None,
 ) -> ALMCState:
     """Create the state at ``position``, caching the score at OU time ``time``.
 
@@ -164,12 +174,21 @@ def init(
         OU time of the first drift; ``inf`` (default) starts with the warm start.
     reference_score_fn
         Score of the warm-start prior, ``-x`` by default.
+    preconditioner
+        The move's ``M`` (a time-dependent one is evaluated at ``time``): the
+        warm-start step is measured in its metric.
+    warm_start_step_size
+        Cap on the warm-start steps. None (default): when ``time`` is ``inf``,
+        ``1/λ̂`` with ``λ̂`` the largest eigenvalue of ``M (I + H)`` at the start
+        (:func:`~numpyro_almc.mcmc.stiffness.stable_step_size`, 20 likelihood
+        Hessian-vector products, no network pass), so a stiff likelihood cannot
+        blow the warm start up; ``inf``: the schedule's steps as they are.
 
     Examples
     --------
     >>> s = init(jnp.zeros(2), lambda x: -jnp.sum(x**2), lambda x, t: -x)
-    >>> int(s.step), float(s.time)
-    (0, inf)
+    >>> int(s.step), float(s.time), round(float(s.warm_start_step_size), 3)
+    (0, inf, 0.333)
     """
     position = as_arrays("position", position)
     dtype = float_dtype(position)
@@ -207,6 +226,33 @@ def init(
         loglikelihood_grad=loglikelihood_grad,
         time=time,
         step=jnp.zeros((), dtype=jnp.int32),
+        warm_start_step_size=_warm_start_cap(
+            warm_start_step_size, loglikelihood_fn, position, preconditioner, time
+        ),
+    )
+
+
+def _warm_start_cap(value, loglikelihood_fn, position, preconditioner, time):
+    """The state's ``warm_start_step_size`` (see :func:`init`)."""
+    dtype = time.dtype
+    if value is not None:
+        value = float(value)
+        if not value > 0:
+            raise ValueError(
+                f"`warm_start_step_size` must be > 0 (inf: no cap), got {value}."
+            )
+        return jnp.asarray(value, dtype)
+    if getattr(preconditioner, "time_dependent", False):
+        preconditioner = preconditioner.at(time)
+
+    def estimate(_):
+        h = stable_step_size(loglikelihood_fn, position, preconditioner, time=time)
+        return jnp.asarray(h, dtype)
+
+    # Only a run that starts with the warm start needs it (a real branch: ``time``
+    # is shared by every chain).
+    return jax.lax.cond(
+        jnp.isinf(time), estimate, lambda _: jnp.asarray(jnp.inf, dtype), None
     )
 
 
@@ -273,6 +319,12 @@ def build_kernel(
         x, unravel = ravel_pytree(state.position)
         dtype = x.dtype
         step_size = jnp.asarray(params.step_size, dtype=dtype)
+        # The warm start's step is capped by the chain's stable step (NaN ignored).
+        step_size = jnp.where(
+            (params.phase == WARM_START) & (state.warm_start_step_size < step_size),
+            state.warm_start_step_size.astype(dtype),
+            step_size,
+        )
         time = jnp.asarray(params.next_time, dtype=dtype)
         drift, _ = ravel_pytree(
             jax.tree.map(jnp.add, state.score, state.loglikelihood_grad)
@@ -296,7 +348,13 @@ def build_kernel(
         score = score_at(score_fn, reference_score_fn, position, time)
 
         proposal = ALMCState(
-            position, score, loglikelihood, loglikelihood_grad, time, state.step + 1
+            position,
+            score,
+            loglikelihood,
+            loglikelihood_grad,
+            time,
+            state.step + 1,
+            state.warm_start_step_size,
         )
         # One reduction: a NaN or inf anywhere makes the total non-finite (so does a
         # total past the float range, which is a divergence too).
@@ -454,6 +512,7 @@ def as_top_level_api(
             score_fn,
             schedule.times[0],
             reference_score_fn=reference_score_fn,
+            preconditioner=preconditioner,
         )
 
     def step_fn(rng_key: PRNGKey, state: ALMCState) -> tuple[ALMCState, ALMCInfo]:

@@ -320,7 +320,10 @@ def paper_schedule(
     num_warm_start_steps
         ``M`` (no score evaluations).
     warm_start_step_size
-        ``h``; keep ``h < 1 / (1 + L_R)`` with ``L_R`` the likelihood's smoothness.
+        ``h``. The move takes ``min(h, 1/λ̂)`` per chain, ``λ̂`` the largest
+        eigenvalue of ``M (I + ∇²R)`` at the chain's start (see
+        :func:`numpyro_almc.mcmc.init`; ``warm_start_step_size=inf`` there turns
+        the cap off).
 
     Returns
     -------
@@ -412,7 +415,9 @@ def budget_schedule(
     num_warm_start_steps
         Steps of the warm start.
     warm_start_step_size
-        Its step size ``h``; None: ``min(step_size, 0.5)``.
+        Its step size ``h``; None: ``min(step_size, 0.5)``. The move takes
+        ``min(h, 1/λ̂)`` per chain, ``λ̂`` the largest eigenvalue of ``M (I + ∇²R)``
+        at the chain's start, so a stiff likelihood cannot blow the warm start up.
 
     Examples
     --------

@@ -155,8 +155,16 @@ def step_keys(keys: Array, i) -> Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
 
 
-def init_states(positions, schedule, loglikelihood_fn, score_fn, reference_score_fn):
-    """The ALMC state of every chain (leading axis) at the schedule's first time."""
+def init_states(
+    positions,
+    schedule,
+    loglikelihood_fn,
+    score_fn,
+    reference_score_fn,
+    preconditioner=None,
+):
+    """The ALMC state of every chain (leading axis) at the schedule's first time
+    (each chain's warm-start step from the likelihood's stiffness at its start)."""
     start_time = schedule.times[0]
     return jax.vmap(
         lambda p: init(
@@ -165,5 +173,6 @@ def init_states(positions, schedule, loglikelihood_fn, score_fn, reference_score
             score_fn,
             start_time,
             reference_score_fn=reference_score_fn,
+            preconditioner=preconditioner,
         )
     )(positions)

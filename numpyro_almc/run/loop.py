@@ -135,6 +135,7 @@ def run_chains(
             loglikelihood_fn,
             score_fn,
             reference_score_fn,
+            preconditioner,
         )
     else:
         states = states_or_positions

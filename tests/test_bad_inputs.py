@@ -1194,6 +1194,36 @@ add(
             err(TypeError, "divergence_threshold"),
         ),
         (
+            "run_almc_smc-divergence_threshold-zero",
+            lambda: smc(divergence_threshold=0.0),
+            err(ValueError, "divergence_threshold"),
+        ),
+        (
+            "run_almc_smc-divergence_threshold-nan",
+            lambda: smc(divergence_threshold=float("nan")),
+            err(ValueError, "divergence_threshold"),
+        ),
+        (
+            "run_almc_smc-divergence_threshold-str",
+            lambda: smc(divergence_threshold="big"),
+            err(TypeError, "divergence_threshold"),
+        ),
+        (
+            "almc_smc-divergence_threshold-zero",
+            lambda: bjsmc(divergence_threshold=0.0),
+            err(ValueError, "divergence_threshold"),
+        ),
+        (
+            "almc_smc-divergence_threshold-nan",
+            lambda: bjsmc(divergence_threshold=float("nan")),
+            err(ValueError, "divergence_threshold"),
+        ),
+        (
+            "almc_smc-divergence_threshold-str",
+            lambda: bjsmc(divergence_threshold="big"),
+            err(TypeError, "divergence_threshold"),
+        ),
+        (
             "run_almc-final_stage-paper_likelihood",
             lambda: run(final_stage=True),
             err(ValueError, "final.stage"),

@@ -116,6 +116,7 @@ def _run_smc(
         score_fn,
         schedule.times[0],
         reference_score_fn=reference_score_fn,
+        preconditioner=preconditioner,
     )
     dtype = state.log_weights.dtype
     ess_threshold = jnp.asarray(ess_threshold, dtype=dtype)
@@ -150,6 +151,7 @@ def run_almc_smc(
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
     final_stage: FinalStage | bool | None = None,
     strict: bool = False,
+    divergence_threshold: float | None = None,
 ) -> SMCResult:
     r"""ALMC as a sequential Monte Carlo sampler: ALMC moves, score-only weights.
 
@@ -210,6 +212,11 @@ def run_almc_smc(
         After the run, a collapsed ensemble (ESS of about one particle, a
         non-finite evidence) gives an ``ALMCRunWarning``; with ``strict=True`` a
         ``RuntimeError``.
+    divergence_threshold
+        A move that lowers ``log L`` by more than this many nats is reverted and
+        its particle's weight set to zero (``info.num_diverging``). None:
+        :func:`~numpyro_almc.mcmc.default_divergence_threshold` of the position's
+        size; ``inf``: only non-finite moves.
 
     Returns
     -------
@@ -241,6 +248,7 @@ def run_almc_smc(
         num_probes=num_probes,
         quadrature=quadrature,
         warm_start_correction=warm_start_correction,
+        divergence_threshold=divergence_threshold,
     )
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")

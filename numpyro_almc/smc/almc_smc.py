@@ -46,7 +46,11 @@ import jax.numpy as jnp
 from blackjax.base import SamplingAlgorithm
 from blackjax.smc import resampling as _resampling
 
-from numpyro_almc._validate import check_choice, check_count
+from numpyro_almc._validate import (
+    check_choice,
+    check_count,
+    check_divergence_threshold,
+)
 from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init, standard_normal_score
 from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import (
@@ -154,8 +158,11 @@ def init_smc(
     time: Array | float = jnp.inf,
     *,
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    preconditioner=None,
 ) -> SMCState:
-    """Equally weighted particles at ``positions`` (leading axis ``N``).
+    """Equally weighted particles at ``positions`` (leading axis ``N``), each with
+    its warm-start step from the likelihood's stiffness (``preconditioner``: the
+    move's ``M``; see :func:`~numpyro_almc.mcmc.init`).
 
     Examples
     --------
@@ -166,7 +173,12 @@ def init_smc(
     _check_particles(positions)
     particles = jax.vmap(
         lambda p: init(
-            p, loglikelihood_fn, score_fn, time, reference_score_fn=reference_score_fn
+            p,
+            loglikelihood_fn,
+            score_fn,
+            time,
+            reference_score_fn=reference_score_fn,
+            preconditioner=preconditioner,
         )
     )(positions)
     n = particles.step.shape[0]
@@ -188,6 +200,7 @@ def build_smc_kernel(
     quadrature: str = "right",
     warm_start_correction: str = "tail",
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    divergence_threshold: float | None = None,
 ):
     r"""Build one ALMC-SMC step (pure, not jitted; vectorised over particles inside).
 
@@ -200,7 +213,9 @@ def build_smc_kernel(
     ``log p_{next_time}(x') − log p_{time}(x')`` and the system is resampled when
     ``ESS < ess_threshold · N``. ``time`` and ``next_time`` must be unbatched, so the
     weight computation is skipped (a real branch) where they coincide or are both
-    ``inf``.
+    ``inf``. A move that lowers ``log L`` by more than ``divergence_threshold``
+    (None: :func:`~numpyro_almc.mcmc.default_divergence_threshold`) or is not
+    finite is reverted and its particle's weight set to zero.
 
     Weights:
 
@@ -238,7 +253,9 @@ def build_smc_kernel(
     check_choice("quadrature", quadrature, _QUADRATURES)
     check_choice("warm_start_correction", warm_start_correction, _CORRECTIONS)
     num_probes = check_count("num_probes", num_probes, 1)
-    almc_kernel = build_kernel(reference_score_fn)
+    almc_kernel = build_kernel(
+        reference_score_fn, check_divergence_threshold(divergence_threshold)
+    )
     resample_fn = RESAMPLING_SCHEMES[resampling]
     weight_options = dict(
         divergence=divergence,
@@ -381,6 +398,9 @@ class SMCOptions(NamedTuple):
         The time quadrature of the weights (see :func:`build_smc_kernel`).
     warm_start_correction
         The weight of the warm start (see :func:`build_smc_kernel`).
+    divergence_threshold
+        The move's bound on the one-step drop of ``log L`` (see
+        :func:`build_smc_kernel`; None: the dimension's default).
 
     Examples
     --------
@@ -394,6 +414,7 @@ class SMCOptions(NamedTuple):
     num_probes: int = 1
     quadrature: str = "right"
     warm_start_correction: str = "tail"
+    divergence_threshold: float | None = None
 
     @classmethod
     def build(
@@ -404,6 +425,7 @@ class SMCOptions(NamedTuple):
         num_probes=1,
         quadrature="right",
         warm_start_correction="tail",
+        divergence_threshold=None,
     ) -> SMCOptions:
         """Check every knob (in Python, before tracing) and return the options."""
         check_choice("divergence", divergence, DIVERGENCES)
@@ -417,6 +439,7 @@ class SMCOptions(NamedTuple):
             num_probes,
             quadrature,
             warm_start_correction,
+            check_divergence_threshold(divergence_threshold),
         )
 
     @property
@@ -434,6 +457,7 @@ class SMCOptions(NamedTuple):
         return build_smc_kernel(
             resampling=self.resampling,
             reference_score_fn=reference_score_fn,
+            divergence_threshold=self.divergence_threshold,
             **self.weight_options,
         )
 
@@ -451,6 +475,7 @@ def as_top_level_api(
     quadrature: str = "right",
     warm_start_correction: str = "tail",
     reference_score_fn: Callable[[ArrayTree], ArrayTree] = standard_normal_score,
+    divergence_threshold: float | None = None,
 ) -> SamplingAlgorithm:
     """ALMC-SMC as a ``blackjax.base.SamplingAlgorithm`` following ``schedule``.
 
@@ -480,6 +505,7 @@ def as_top_level_api(
         num_probes=num_probes,
         quadrature=quadrature,
         warm_start_correction=warm_start_correction,
+        divergence_threshold=divergence_threshold,
     ).kernel(reference_score_fn)
 
     def init_fn(positions: ArrayLikeTree, rng_key: PRNGKey | None = None) -> SMCState:
@@ -493,6 +519,7 @@ def as_top_level_api(
             score_fn,
             schedule.times[0],
             reference_score_fn=reference_score_fn,
+            preconditioner=preconditioner,
         )
 
     def step_fn(rng_key: PRNGKey, state: SMCState):

@@ -23,8 +23,9 @@ Y = jnp.ones(3)
 
 
 def _exploding(noise=1.0):
-    """The fault probe's run: no preconditioner, the default warm-start step 0.5
-    on a likelihood with curvature ‖A‖²/σ² ≈ 10: unstable from the first step."""
+    """The fault probe's run: no preconditioner on a likelihood with curvature
+    ‖A‖²/σ² ≈ 10. The warm start is capped at its stable step, but the annealing
+    steps ``0.5 σ_t²`` are unstable at large ``t``."""
     problem = gaussian_problem(jnp.zeros(4), 1.0, A, Y, noise)
     return problem, na.budget_schedule(30, num_warm_start_steps=5)
 
@@ -199,3 +200,49 @@ def test_bad_thresholds_raise_before_tracing(front_end, value, error, match):
             )
         else:
             na.ALMC(_model, divergence_threshold=value)
+
+
+@pytest.mark.parametrize("front_end", ["run_almc_smc", "almc_smc"])
+def test_smc_front_ends_take_the_threshold(front_end):
+    """``run_almc_smc`` and ``almc_smc``: a tiny bound reverts ordinary moves
+    (their particles' weights go to zero), the default reverts none on the
+    healthy bars, and both front ends count the same moves for the same key."""
+    problem = bars_problem()
+    schedule = na.budget_schedule(20, num_warm_start_steps=5)
+    precond = na.linear_gaussian_preconditioner(problem.A, problem.noise_std)
+    x0 = jax.random.normal(jax.random.key(3), (16, 2))
+
+    def count(threshold):
+        if front_end == "run_almc_smc":
+            res = na.run_almc_smc(
+                jax.random.key(0),
+                problem.loglikelihood_fn,
+                problem.score_fn,
+                schedule,
+                jnp.zeros(2),
+                num_particles=16,
+                init_positions=x0,
+                preconditioner=precond,
+                divergence_threshold=threshold,
+            )
+            return int(res.info.num_diverging.sum())
+        alg = na.almc_smc(
+            problem.loglikelihood_fn,
+            problem.score_fn,
+            schedule,
+            preconditioner=precond,
+            divergence_threshold=threshold,
+        )
+        state = alg.init(x0)
+        total = 0
+        for i in range(schedule.num_steps):
+            state, info = jax.jit(alg.step)(
+                jax.random.fold_in(jax.random.key(0), i), state
+            )
+            total += int(info.num_diverging)
+        return total
+
+    assert count(None) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ALMCRunWarning)
+        assert count(1e-3) > 10

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -39,6 +40,7 @@ from numpyro_almc._validate import (
     check_positive,
 )
 from numpyro_almc.path.ou import ou_coefficients
+from numpyro_almc.run.health import ALMCRunWarning
 from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES
 from numpyro_almc.smc.kernel import resample_if_degenerate, reweight
 from numpyro_almc.types import Array
@@ -151,6 +153,19 @@ def reweight_and_resample(rng_key, system, log_increments, ess_threshold, scheme
 # ---------------------------------------------------------------------------
 # The ancestral step (OU quantities from path.ou)
 # ---------------------------------------------------------------------------
+
+
+def warn_if_not_finite(where: str, particles) -> None:
+    """After a run: an ``ALMCRunWarning`` when any particle is not finite."""
+    if not isinstance(particles, jax.core.Tracer) and not bool(
+        jnp.all(jnp.isfinite(particles))
+    ):
+        warnings.warn(
+            f"{where}: some particles are not finite (the score returned NaN or "
+            "inf, or the steps diverged); check score_fn.",
+            ALMCRunWarning,
+            stacklevel=3,
+        )
 
 
 def tweedie(x, score, t):

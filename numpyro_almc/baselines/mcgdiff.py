@@ -84,7 +84,6 @@ Departures from the paper
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 
 import jax
@@ -103,11 +102,11 @@ from numpyro_almc.baselines._reverse_smc import (
     log_normal,
     reweight_and_resample,
     tweedie,
+    warn_if_not_finite,
 )
 from numpyro_almc.path.ou import ou_coefficients
 from numpyro_almc.path.schedules import _anneal_times
 from numpyro_almc.run.chains import check_key
-from numpyro_almc.run.health import ALMCRunWarning
 from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES
 from numpyro_almc.smc.evidence import lee_whiteley_log_se
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
@@ -366,13 +365,7 @@ def mcgdiff(
         - 0.5 * jnp.sum(jnp.log(singular**2 + var_y))
         - 0.5 * (outside / var_y + num_outside * jnp.log(2 * jnp.pi * var_y))
     )
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-        warnings.warn(
-            "mcgdiff: some particles are not finite (the score returned NaN or inf, "
-            "or the steps diverged); check score_fn.",
-            ALMCRunWarning,
-            stacklevel=2,
-        )
+    warn_if_not_finite("mcgdiff", x)
     return ReverseSMCResult(
         particles=x,
         log_weights=system.log_weights,

@@ -45,7 +45,6 @@ last proposal is twisted too; no truncation (``t_truncate``) variant.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 
 import jax
@@ -64,11 +63,11 @@ from numpyro_almc.baselines._reverse_smc import (
     log_normal,
     reweight_and_resample,
     tweedie,
+    warn_if_not_finite,
 )
 from numpyro_almc.path.ou import ou_coefficients
 from numpyro_almc.path.schedules import _anneal_times
 from numpyro_almc.run.chains import check_key
-from numpyro_almc.run.health import ALMCRunWarning
 from numpyro_almc.smc.almc_smc import RESAMPLING_SCHEMES
 from numpyro_almc.smc.evidence import lee_whiteley_log_se
 from numpyro_almc.types import Array, ArrayLike, PRNGKey
@@ -360,13 +359,7 @@ def tds(
         num_particles=num_particles,
         resampling=resampling,
     )
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
-        warnings.warn(
-            "tds: some particles are not finite (the score returned NaN or inf, "
-            "or the steps diverged); check score_fn.",
-            ALMCRunWarning,
-            stacklevel=2,
-        )
+    warn_if_not_finite("tds", x)
     return ReverseSMCResult(
         particles=x,
         log_weights=system.log_weights,

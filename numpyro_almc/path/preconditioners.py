@@ -445,6 +445,12 @@ def check_preconditioner(preconditioner, position, name: str = "preconditioner")
                 f"`{name}` maps the flattened position ({d} numbers) to shape "
                 f"{jnp.shape(out)}: build it for this position."
             )
+    return check_preconditioner_values(preconditioner, name)
+
+
+def check_preconditioner_values(preconditioner, name: str = "preconditioner"):
+    """The checks of :func:`check_preconditioner` that need no position: a
+    concrete diagonal finite and ``> 0``, a dense matrix and factor finite."""
     if isinstance(preconditioner, DiagonalPreconditioner) and is_concrete(
         preconditioner.diagonal
     ):

@@ -520,7 +520,10 @@ class ALMC(MCMCKernel):
         take one Metropolis-adjusted Langevin step on their exact conditional
         ``∝ e^{-R}`` given the new signal. Unadjusted Langevin on such sites (a
         log-scale with exponential curvature) overshoots and explodes; the MALA step
-        cannot, and its step size adapts to 57 % acceptance during warmup.
+        cannot, and its step size adapts to 57 % acceptance during warmup. Its drift
+        is truncated to norm 1 (MALTA, Roberts & Tweedie 1996), so far from the fit,
+        where the gradient in log σ reaches 1e4, a proposal moves σ by at most a
+        factor ``e`` instead of overflowing.
         """
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
         batched = not is_prng_key(state.rng_key)

@@ -162,7 +162,10 @@ def main():
         "finite), summed over chains: the diagonal preconditioner leaves the "
         "blur's lowest frequency (curvature 1 + 1/σ² = 101 against the "
         "diagonal's 1 + Σ psf²/σ² ≈ 4.5) beyond the stability limit of the "
-        "warm-start step.",
+        "annealing steps (the warm-start step is capped at the stable 1/λ̂ of "
+        "each chain's start; the annealing steps are not). With `op(x)` no step "
+        "is reverted, σ known or not (σ's step truncates its drift, MALTA: plain "
+        "MALA's first proposals overflowed and were flagged).",
     ]
     (HERE / "results" / "unknown_sigma.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

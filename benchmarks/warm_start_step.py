@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pathlib
 import platform
+import sys
 import time
 import warnings
 
@@ -30,36 +31,13 @@ import numpy as np
 import numpyro_almc as na
 from numpyro_almc.mcmc import init, stable_step_size
 from numpyro_almc.path import WARM_START
-from numpyro_almc.testbeds import (
-    bars_problem,
-    conflict_problem,
-    gaussian_problem,
-    gmm25_problem,
-)
+from numpyro_almc.testbeds import gaussian_problem
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from divergence_bound import problems as testbeds  # noqa: E402  (the same testbeds)
 
 HERE = pathlib.Path(__file__).resolve().parent
 CHAINS = 64
-
-
-def testbeds():
-    out = [
-        ("bars (d = 2)", bars_problem()),
-        ("conflict (d = 2)", conflict_problem()),
-        (
-            "Gaussian, d = 3, σ = 0.1",
-            gaussian_problem(
-                jnp.zeros(3),
-                jnp.array([1.0, 2.0, 0.5]),
-                jnp.eye(3)[:2],
-                jnp.ones(2),
-                0.1,
-            ),
-        ),
-    ]
-    for dim, obs_dim in ((8, 1), (8, 4), (80, 4), (800, 1)):
-        problem = gmm25_problem(jax.random.key(dim + obs_dim), dim, obs_dim)
-        out.append((f"gmm25, d = {dim}, d_y = {obs_dim}", problem))
-    return out
 
 
 def exact_lambda(A, noise, M=None):

@@ -2739,20 +2739,9 @@ def test_enough_cases():
     assert len(CASES) >= 300
 
 
-#: Bad keys to MCMC.run: NumPyro splits the key before the kernel sees it, and
-#: its own error does not name the argument. Known crashes, kept visible: strict,
-#: so they fail the suite the day NumPyro (or a check here) names the key.
-NUMPYRO_OWN = {"ALMC-key-int_0", "ALMC-key-str"}
-
-
 def _params():
     for case_id, fn, expected in CASES:
-        marks = ()
-        if case_id in NUMPYRO_OWN:
-            marks = pytest.mark.xfail(
-                strict=True, reason="NumPyro's MCMC.run crashes on the key first"
-            )
-        yield pytest.param(fn, expected, id=case_id, marks=marks)
+        yield pytest.param(fn, expected, id=case_id)
 
 
 @pytest.mark.parametrize(("fn", "expected"), list(_params()))

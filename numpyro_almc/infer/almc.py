@@ -190,6 +190,12 @@ class ALMC(MCMCKernel):
         one is. None: :func:`~numpyro_almc.mcmc.default_divergence_threshold` of
         the number of ScorePrior numbers (``2d + 10√(2d) + 50``); ``inf``: only
         non-finite steps.
+    strict
+        When the path ends (the last warmup step) a run with more than 1 % of
+        its steps reverted, a final time that is not ``τ`` or (``ALMCSMC``) a
+        collapsed ensemble gives an ``ALMCRunWarning``; with ``strict=True`` the
+        run stops with an error carrying the same message (raised inside JAX's
+        host callback, so NumPyro's ``run`` raises it as a JAX runtime error).
 
     Notes
     -----
@@ -235,7 +241,10 @@ class ALMC(MCMCKernel):
         likelihood_path: str = "paper",
         final_stage: FinalStage | bool | None = None,
         divergence_threshold: float | None = None,
+        strict: bool = False,
     ):
+        if not isinstance(strict, bool):
+            raise TypeError(f"`strict` must be True or False, got {strict!r}.")
         _check_arguments(
             model,
             potential_fn,
@@ -272,6 +281,7 @@ class ALMC(MCMCKernel):
         self._final_stage = _check_final_stage(final_stage, likelihood_path, model)
         self._theta_step_size = check_positive("theta_step_size", theta_step_size)
         self._divergence_threshold = check_divergence_threshold(divergence_threshold)
+        self._strict = strict
         self._init_strategy = init_strategy
         self._parts = None
         self._sample_fn = None
@@ -554,13 +564,15 @@ class ALMC(MCMCKernel):
         where = f"MCMC({type(self).__name__})"
         num_warmup = self._num_warmup
 
+        strict = self._strict
+
         def report(num_diverging, time, tau, smc_values):
             check_chains(
-                num_diverging, num_warmup, time, tau, strict=False, where=where
+                num_diverging, num_warmup, time, tau, strict=strict, where=where
             )
             if smc_values is not None:
                 ess, log_evidence_ratio, n = smc_values
-                check_smc(ess, log_evidence_ratio, n, strict=False, where=where)
+                check_smc(ess, log_evidence_ratio, n, strict=strict, where=where)
 
         def callback(_):
             # τ through the callback too: in the kernel it is a traced value.

@@ -246,3 +246,25 @@ def test_smc_front_ends_take_the_threshold(front_end):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ALMCRunWarning)
         assert count(1e-3) > 10
+
+
+@pytest.mark.parametrize("kernel", ["ALMC", "ALMCSMC"])
+def test_numpyro_strict_turns_the_warning_into_an_error(kernel):
+    """``strict=True``: the end-of-path report stops the run with its message."""
+    cls = getattr(na, kernel)
+    mcmc = MCMC(
+        cls(_model, preconditioner=None, strict=True),
+        num_warmup=30,
+        num_samples=2,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    with pytest.raises(Exception, match="reverted more than 1%"):
+        mcmc.run(jax.random.key(1), y=Y)
+        jax.effects_barrier()
+
+
+def test_numpyro_strict_must_be_a_bool():
+    with pytest.raises(TypeError, match="strict"):
+        na.ALMC(_model, strict="yes")

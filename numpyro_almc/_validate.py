@@ -53,23 +53,33 @@ def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
     return value
 
 
-def check_divergence_threshold(value) -> float | None:
-    """None (the dimension's default bound) or a ``float > 0``; ``inf`` allowed
-    (only the finiteness check)."""
+def check_bound(name: str, value, *, meaning: str, off: str) -> float | None:
+    """None (the default), or a ``float > 0`` where ``inf`` switches the bound
+    off; ``meaning`` and ``off`` say what the number and ``inf`` mean."""
     if value is None:
         return None
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(
-            "`divergence_threshold` must be None (the default bound), a positive "
-            f"number of nats or inf (finiteness only), got {type(value).__name__}."
+            f"`{name}` must be None (the default), a positive number ({meaning}) "
+            f"or inf ({off}), got {type(value).__name__}."
         )
     value = float(value)
     if not value > 0:
         raise ValueError(
-            f"`divergence_threshold` must be > 0 (a drop of log L in nats), got "
-            f"{value}; pass inf to keep only the finiteness check."
+            f"`{name}` must be > 0 ({meaning}), got {value}; pass inf for {off}."
         )
     return value
+
+
+def check_divergence_threshold(value) -> float | None:
+    """None (the dimension's default bound) or a ``float > 0``; ``inf`` allowed
+    (only the finiteness check)."""
+    return check_bound(
+        "divergence_threshold",
+        value,
+        meaning="a drop of log L in nats",
+        off="the finiteness check only",
+    )
 
 
 def check_choice(name: str, value, options) -> None:
@@ -122,22 +132,26 @@ def check_finite_values(name: str, value, what: str = "") -> None:
         )
 
 
-def check_key(rng_key) -> None:
-    """Raise unless ``rng_key`` is one JAX PRNG key (typed, or raw ``uint32[2]``)."""
+def check_key(rng_key, *, allow_batch: bool = False) -> None:
+    """Raise unless ``rng_key`` is one JAX PRNG key (typed, or raw ``uint32[2]``),
+    or with ``allow_batch`` also a 1-D batch of them (one per chain)."""
+    ndims = (0, 1) if allow_batch else (0,)
     if isinstance(rng_key, jax.Array) and jnp.issubdtype(
         rng_key.dtype, jax.dtypes.prng_key
     ):
-        if rng_key.shape == ():
+        if rng_key.ndim in ndims:
             return
     elif (
         isinstance(rng_key, jax.Array | np.ndarray)
         and rng_key.dtype == np.uint32
-        and rng_key.shape == (2,)
+        and rng_key.ndim - 1 in ndims
+        and rng_key.shape[-1] == 2
     ):
         return
     raise TypeError(
-        "`rng_key` must be one JAX PRNG key, e.g. jax.random.key(0); got "
-        f"{type(rng_key).__name__} {getattr(rng_key, 'shape', '')}."
+        "`rng_key` must be one JAX PRNG key, e.g. jax.random.key(0)"
+        + (" (or one per chain)" if allow_batch else "")
+        + f"; got {type(rng_key).__name__} {getattr(rng_key, 'shape', '')}."
     )
 
 

@@ -453,7 +453,10 @@ class ALMC(MCMCKernel):
         return joint_fns(self._model, self._parts, model_args, model_kwargs)
 
     def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
-        _check_run_key(rng_key)
+        # MCMC.run's key as the kernel receives it: one key, or one per chain
+        # (NumPyro splits it for num_chains > 1).
+        if not isinstance(rng_key, jax.core.Tracer):
+            check_key(rng_key, allow_batch=True)
         self._schedule = self._make_schedule(num_warmup)
         self._num_warmup = num_warmup
         batched = not is_prng_key(rng_key)
@@ -719,25 +722,6 @@ def _check_init_params(init_params, z) -> None:
             )
         if not isinstance(value, jax.core.Tracer) and not np.all(np.isfinite(value)):
             raise ValueError(f"`init_params['{name}']` holds NaN or infinite values.")
-
-
-def _check_run_key(rng_key) -> None:
-    """``MCMC.run``'s key as the kernel receives it: one key, or one per chain
-    (NumPyro splits it for ``num_chains > 1``); else a ``TypeError`` naming it."""
-    if isinstance(rng_key, jax.core.Tracer):
-        return
-    batch = (
-        isinstance(rng_key, jax.Array)
-        and jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
-        and rng_key.ndim == 1
-    ) or (
-        isinstance(rng_key, jax.Array | np.ndarray)
-        and rng_key.dtype == np.uint32
-        and rng_key.ndim == 2
-        and rng_key.shape[-1] == 2
-    )
-    if not batch:
-        check_key(rng_key)
 
 
 def _check_arguments(

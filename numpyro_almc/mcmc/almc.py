@@ -27,9 +27,11 @@ from jax.flatten_util import ravel_pytree
 
 from numpyro_almc._validate import (
     as_arrays,
+    check_bound,
     check_divergence_threshold,
     check_fns,
     check_key,
+    is_concrete,
 )
 from numpyro_almc.mcmc._checks import at_time, check_tree, float_dtype, score_at
 from numpyro_almc.mcmc.stiffness import stable_step_size
@@ -235,12 +237,13 @@ def init(
 def _warm_start_cap(value, loglikelihood_fn, position, preconditioner, time):
     """The state's ``warm_start_step_size`` (see :func:`init`)."""
     dtype = time.dtype
+    value = check_bound(
+        "warm_start_step_size",
+        value,
+        meaning="the largest warm-start step",
+        off="no cap",
+    )
     if value is not None:
-        value = float(value)
-        if not value > 0:
-            raise ValueError(
-                f"`warm_start_step_size` must be > 0 (inf: no cap), got {value}."
-            )
         return jnp.asarray(value, dtype)
     if getattr(preconditioner, "time_dependent", False):
         preconditioner = preconditioner.at(time)
@@ -249,11 +252,15 @@ def _warm_start_cap(value, loglikelihood_fn, position, preconditioner, time):
         h = stable_step_size(loglikelihood_fn, position, preconditioner, time=time)
         return jnp.asarray(h, dtype)
 
-    # Only a run that starts with the warm start needs it (a real branch: ``time``
+    def no_cap(_):
+        return jnp.asarray(jnp.inf, dtype)
+
+    # Only a run that starts with the warm start needs it: decided here for a
+    # concrete time (nothing traced for the other), else a real branch (``time``
     # is shared by every chain).
-    return jax.lax.cond(
-        jnp.isinf(time), estimate, lambda _: jnp.asarray(jnp.inf, dtype), None
-    )
+    if is_concrete(time):
+        return estimate(None) if np.isinf(np.asarray(time)) else no_cap(None)
+    return jax.lax.cond(jnp.isinf(time), estimate, no_cap, None)
 
 
 def default_divergence_threshold(dim: int) -> float:

@@ -130,20 +130,25 @@ def _model(y=None):
     numpyro.sample("y", dist.Normal(A @ x, 0.01).to_event(1), obs=y)
 
 
-@pytest.mark.parametrize("kernel", ["ALMC", "ALMCSMC"])
-def test_numpyro_kernels_flag_and_warn_at_the_end_of_the_path(kernel):
-    """``MCMC(ALMC)`` and ``MCMC(ALMCSMC)`` without a preconditioner on a stiff
-    likelihood: steps flagged in the extra field ``diverging``, and a warning
-    when the path ends (NumPyro has no hook after a run: a host callback)."""
-    cls = getattr(na, kernel)
-    mcmc = MCMC(
-        cls(_model, preconditioner=None, divergence_threshold=None),
+def _short_mcmc(kernel):
+    """30 warmup steps (the whole path) and 2 draws of 4 vectorized chains."""
+    return MCMC(
+        kernel,
         num_warmup=30,
         num_samples=2,
         num_chains=4,
         chain_method="vectorized",
         progress_bar=False,
     )
+
+
+@pytest.mark.parametrize("kernel", ["ALMC", "ALMCSMC"])
+def test_numpyro_kernels_flag_and_warn_at_the_end_of_the_path(kernel):
+    """``MCMC(ALMC)`` and ``MCMC(ALMCSMC)`` without a preconditioner on a stiff
+    likelihood: steps flagged in the extra field ``diverging``, and a warning
+    when the path ends (NumPyro has no hook after a run: a host callback)."""
+    cls = getattr(na, kernel)
+    mcmc = _short_mcmc(cls(_model, preconditioner=None, divergence_threshold=None))
     with pytest.warns(ALMCRunWarning, match=rf"MCMC\({kernel}\).*reverted more"):
         mcmc.run(jax.random.key(1), y=Y)
         jax.effects_barrier()
@@ -153,14 +158,7 @@ def test_numpyro_kernels_flag_and_warn_at_the_end_of_the_path(kernel):
 
 def test_numpyro_healthy_run_does_not_warn():
     """The same model with the default ``"auto"`` preconditioner: no warning."""
-    mcmc = MCMC(
-        na.ALMC(_model),
-        num_warmup=30,
-        num_samples=2,
-        num_chains=4,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
+    mcmc = _short_mcmc(na.ALMC(_model))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ALMCRunWarning)
         mcmc.run(jax.random.key(1), y=Y)
@@ -252,14 +250,7 @@ def test_smc_front_ends_take_the_threshold(front_end):
 def test_numpyro_strict_turns_the_warning_into_an_error(kernel):
     """``strict=True``: the end-of-path report stops the run with its message."""
     cls = getattr(na, kernel)
-    mcmc = MCMC(
-        cls(_model, preconditioner=None, strict=True),
-        num_warmup=30,
-        num_samples=2,
-        num_chains=4,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
+    mcmc = _short_mcmc(cls(_model, preconditioner=None, strict=True))
     with pytest.raises(Exception, match="reverted more than 1%"):
         mcmc.run(jax.random.key(1), y=Y)
         jax.effects_barrier()

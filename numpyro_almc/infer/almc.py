@@ -522,7 +522,9 @@ class ALMC(MCMCKernel):
                 rng_key=key,
             )
 
-        state = jax.vmap(one)(z, run_key) if batched else one(z, run_key)
+        # One compiled call: run eagerly, vmap dispatches and compiles every
+        # primitive on its own (hundreds of small XLA compilations per run).
+        state = jax.jit(jax.vmap(one) if batched else one)(z, run_key)
         self._sample_fn = self.sample
         return state
 

@@ -10,6 +10,8 @@ import pytest
 import numpyro_almc as na
 from numpyro_almc.diagnostics import path_health, smc_summary
 
+pytestmark = pytest.mark.arviz  # CI runs these under ArviZ 1.x too
+
 A = jax.random.normal(jax.random.key(0), (3, 4))
 Y = jnp.array([1.0, -0.5, 0.3])
 

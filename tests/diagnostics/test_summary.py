@@ -7,6 +7,8 @@ import pytest
 from numpyro_almc.diagnostics import summary
 from numpyro_almc.io.arviz import arviz_major_version
 
+pytestmark = pytest.mark.arviz  # CI runs these under ArviZ 1.x too
+
 
 def from_dict(posterior):
     """``az.from_dict`` of ArviZ 0.2x (keyword per group) and 1.x (nested dict)."""

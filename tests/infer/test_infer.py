@@ -334,6 +334,7 @@ def test_jit_model_args():
     assert np.all(np.isfinite(b["x"])) and np.all(b["sigma"] > 0)
 
 
+@pytest.mark.arviz
 def test_potential_fn_and_score_fn_mode():
     # Prior N(0, I) (OU invariant: score -z at every t), likelihood N(z; 1, 0.5^2):
     # posterior N(0.8, 0.2 I).
@@ -380,6 +381,7 @@ def _netcdf_roundtrip(data, path):
     return az.from_netcdf(path)
 
 
+@pytest.mark.arviz
 def test_from_numpyro_summary_plots_netcdf(sigma_fits, tmp_path):
     import arviz as az
     import matplotlib
@@ -429,6 +431,7 @@ def driver_result():
     return res, schedule, loglik, score
 
 
+@pytest.mark.arviz
 def test_to_inference_data_from_run_almc(driver_result, tmp_path):
     res, schedule, _, _ = driver_result
     data = na.to_inference_data(res, warmup=True)
@@ -463,6 +466,7 @@ def test_to_inference_data_from_run_almc(driver_result, tmp_path):
         na.to_inference_data(res._replace(path=None), warmup=True)
 
 
+@pytest.mark.arviz
 def test_to_inference_data_from_blackjax_history(driver_result):
     import arviz as az
     import blackjax

@@ -43,6 +43,7 @@ def test_run_almc_keeps_only_the_chosen_sites():
         )
 
 
+@pytest.mark.arviz
 def test_export_netcdf_streams_chunks_into_arviz(tmp_path):
     run = tmp_path / "run"
     kw = CHUNKED

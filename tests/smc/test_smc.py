@@ -341,6 +341,7 @@ def test_bad_arguments_raise():
         run_almc_smc(args[0], args[1], args[2], None, args[4], num_particles=4)
 
 
+@pytest.mark.arviz
 def test_smc_result_exports_to_arviz():
     import numpyro_almc as na
     from numpyro_almc.testbeds import conflict_problem
@@ -398,6 +399,7 @@ def _conflict_model(problem, score, with_theta):
     return model
 
 
+@pytest.mark.arviz
 @pytest.mark.parametrize("with_theta", [False, True])
 def test_numpyro_ensemble_kernel_mode_weights(with_theta):
     import arviz as az

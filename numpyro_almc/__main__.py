@@ -151,9 +151,17 @@ def main(argv=None) -> int:
     )
     demo.add_argument("--index", type=int, default=0, help="held-out digit index")
     demo.add_argument("--noise", type=float, default=0.1)
-    demo.add_argument("--num-warmup", type=int, default=1000)
-    demo.add_argument("--num-samples", type=int, default=400)
-    demo.add_argument("--num-chains", type=int, default=16)
+    # Many chains and a sampling phase of a fifth of the path, as measured in
+    # benchmarks/results/chains_vs_draws.md.
+    demo.add_argument(
+        "--num-warmup", type=int, default=1000, help="path length (score passes)"
+    )
+    demo.add_argument(
+        "--num-samples", type=int, default=200, help="draws per chain at τ"
+    )
+    demo.add_argument(
+        "--num-chains", type=int, default=64, help="independent chains (vectorized)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="demo_output/digit_posterior.png")
     demo.add_argument("--no-progress", action="store_true")

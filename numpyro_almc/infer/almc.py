@@ -175,15 +175,19 @@ class ALMC(MCMCKernel):
         ``"paper"`` (default): the likelihood as written. ``"noised"``: the model's
         Gaussian observation is replaced along the path by its noised version
         (:mod:`numpyro_almc.infer.model_fns`); with :class:`ALMCSMC` this is the
-        best ALMC-family sampler we measured (``benchmarks/results``).
+        best ALMC-family sampler we measured (``benchmarks/results``); a model
+        without such an observation raises, saying why. ``"auto"``: ``"noised"``
+        where the model's observation allows it, ``"paper"`` otherwise; which one
+        it took, and why, goes to a log line (``logging.getLogger("numpyro_almc")``)
+        at ``init``.
     final_stage
         None (default), True or a :class:`~numpyro_almc.mcmc.FinalStage`: each draw
         of the sampling phase is carried from ``τ`` to ``t = 0`` by a short reverse
         diffusion (:func:`~numpyro_almc.mcmc.finish`; ``num_steps − 1`` network
         passes per draw) and collected instead of the chain's position at ``τ``,
         which carries the OU noise of time ``τ``; the chain itself goes on at
-        ``τ``. Needs ``likelihood_path="noised"``. The position at ``τ`` stays
-        available as the extra field ``"z"``.
+        ``τ``. Needs ``likelihood_path="noised"`` (or ``"auto"`` taking it). The
+        position at ``τ`` stays available as the extra field ``"z"``.
     divergence_threshold
         A signal step that lowers ``log L`` by more than this many nats is
         reverted and flagged (the extra field ``"diverging"``), as a non-finite
@@ -489,6 +493,14 @@ class ALMC(MCMCKernel):
             if init_params is None:
                 raise ValueError("With `potential_fn`, pass `init_params` to run().")
             z = init_params
+        if self._model is not None and self._parts.path_note is not None:
+            _logger.info(self._parts.path_note)
+            if self._final_stage is not None and not self._parts.noised:
+                raise ValueError(
+                    "final_stage needs the noised path, and "
+                    f"{self._parts.path_note} Pass final_stage=None, or write the "
+                    "observation as a Gaussian affine in the ScorePrior sites."
+                )
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
         schedule = self._schedule
         if self._model is not None and isinstance(self._preconditioner, str):
@@ -686,11 +698,11 @@ def _check_final_stage(final_stage, likelihood_path, model):
     the noised path of a model."""
     if final_stage is None or final_stage is False:
         return None
-    if model is None or likelihood_path != "noised":
+    if model is None or likelihood_path not in ("noised", "auto"):
         raise ValueError(
             "final_stage continues the noised-likelihood path down to t = 0: use it "
-            "with a model and likelihood_path='noised' (the paper's path has no "
-            "exact reverse step from its draws at τ)."
+            "with a model and likelihood_path='noised' or 'auto' (the paper's path "
+            "has no exact reverse step from its draws at τ)."
         )
     return as_final_stage(final_stage)
 
@@ -738,11 +750,11 @@ def _check_arguments(
     schedule_knobs,
 ):
     """Every argument check of :class:`ALMC`, eagerly (before any run)."""
-    check_choice("likelihood_path", likelihood_path, ("paper", "noised"))
-    if likelihood_path == "noised" and model is None:
+    check_choice("likelihood_path", likelihood_path, ("paper", "noised", "auto"))
+    if likelihood_path in ("noised", "auto") and model is None:
         raise ValueError(
-            "likelihood_path='noised' reads the Gaussian observation from a "
-            "model; with `potential_fn` pass a noised_gaussian_likelihood to "
+            f"likelihood_path={likelihood_path!r} reads the Gaussian observation "
+            "from a model; with `potential_fn` pass a noised_gaussian_likelihood to "
             "run_almc instead."
         )
     if not (model is None) ^ (potential_fn is None):

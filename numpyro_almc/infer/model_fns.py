@@ -526,6 +526,8 @@ class ModelParts(NamedTuple):
     #: On the paper path, why no operator was used (None when one was, or when
     #: nobody asked).
     operator_note: str | None = None
+    #: ``likelihood_path="auto"``: which path it took and why (None otherwise).
+    path_note: str | None = None
 
 
 def _check_sites(tr) -> None:
@@ -606,8 +608,9 @@ def init_model(
         model_kwargs=model_kwargs,
     )
     z0 = params_info[0]
-    observation, note = None, None
+    observation, note, path_note = None, None, None
     noised = likelihood_path == "noised"
+    auto = likelihood_path == "auto"
     one = z0 if is_prng_key(rng_key) else jax.tree.map(lambda v: v[0], z0)
     traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(one))
     if traced and noised:
@@ -618,6 +621,13 @@ def init_model(
             "values, which chain_method='parallel' traces (NumPyro initialises "
             "inside pmap). Use chain_method='vectorized' (one device) or "
             "'sequential', or likelihood_path='paper'."
+        )
+    if traced and auto:
+        auto = False
+        path_note = (
+            "likelihood_path='auto' took the paper path: under chain_method="
+            "'parallel' the model's values are traced at init, so its observation "
+            "cannot be read."
         )
     if traced and find_operator:
         find_operator = False
@@ -630,7 +640,19 @@ def init_model(
         observation = find_linear_gaussian_observation(
             flat_model, model_args, model_kwargs or {}, one, score_sites
         )
-    elif find_operator:
+    elif auto:
+        try:
+            observation = find_linear_gaussian_observation(
+                flat_model, model_args, model_kwargs or {}, one, score_sites
+            )
+            noised = True
+            path_note = (
+                f"likelihood_path='auto' took the noised path: '{observation.site}' "
+                "is a Gaussian observation affine in the ScorePrior sites."
+            )
+        except ValueError as error:
+            path_note = f"likelihood_path='auto' took the paper path: {error}"
+    if not noised and find_operator:
         try:
             observation = find_linear_gaussian_observation(
                 flat_model,
@@ -643,7 +665,13 @@ def init_model(
         except ValueError as error:
             note = str(error)
     parts = ModelParts(
-        score_sites, potential_fn_gen, postprocess_fn, observation, noised, note
+        score_sites,
+        potential_fn_gen,
+        postprocess_fn,
+        observation,
+        noised,
+        note,
+        path_note,
     )
     return z0, parts
 

@@ -80,9 +80,13 @@ def _build(groups: dict, *, coords, dims, attrs):
         warnings.filterwarnings("ignore", message=r".*[Cc]hain.*than draw")
         warnings.filterwarnings("ignore", message=r".*chain dimension to be longer")
         if arviz_major_version() >= 1:
-            return az.from_dict(
-                groups, save_warmup=save_warmup, coords=coords, dims=dims, attrs=attrs
+            # ArviZ 1.x reads `attrs` per group ({group: {...}}) and drops the rest
+            # with a warning; these describe the whole run: the root's attributes.
+            data = az.from_dict(
+                groups, save_warmup=save_warmup, coords=coords, dims=dims
             )
+            data.attrs.update(attrs or {})
+            return data
         return az.from_dict(
             **groups, save_warmup=save_warmup, coords=coords, dims=dims, attrs=attrs
         )

@@ -16,7 +16,9 @@ evaluations per draw; the draws are the N vectorized chains, or the N particles 
 * ``ALMC(model, likelihood_path="paper")`` (the default today),
 * ``ALMC(model, likelihood_path="noised")``,
 * ``ALMCSMC(model, likelihood_path="paper")``,
-* ``ALMCSMC(model, likelihood_path="noised")``.
+* ``ALMCSMC(model, likelihood_path="noised")``,
+* ``ALMC`` and ``ALMCSMC`` with ``likelihood_path="auto"`` (the noised path on these
+  models) and ``final_stage=True`` (``FinalStage(32)``: 31 more passes per draw).
 
 Everything else is each kernel's default (``preconditioner="auto"``, ESS threshold
 0.5, systematic resampling); ``ALMCSMC`` takes the exact divergence (d JVPs per
@@ -85,7 +87,11 @@ CONFIGS = (
     ("ALMC", "noised"),
     ("ALMCSMC", "paper"),
     ("ALMCSMC", "noised"),
+    # likelihood_path="auto" (the noised path on these models) with the final stage
+    ("ALMC", "auto+stage"),
+    ("ALMCSMC", "auto+stage"),
 )
+STAGE_PASSES = na.mcmc.FinalStage().num_steps - 1  # per collected draw
 # Hand-written from the (seeded) tables of the default command, appended under the
 # generated paragraph; keep it in sync when they change (``--report`` rebuilds).
 ANALYSIS = """\
@@ -137,6 +143,8 @@ DEFAULT_CONFIG = ("ALMC", "paper")
 
 def label(config):
     kernel, path = config
+    if path == "auto+stage":
+        return f'`{kernel}` "auto" + stage'
     return f'`{kernel}` "{path}"'
 
 
@@ -146,24 +154,23 @@ def divergence_of(dim):
 
 
 def passes_per_draw(config, dim):
-    kernel, _ = config
+    kernel, path = config
+    stage = STAGE_PASSES if path == "auto+stage" else 0
     if kernel == "ALMC":
-        return BUDGET
-    return BUDGET * (1 + (dim if divergence_of(dim) == "exact" else 1))
+        return BUDGET + stage
+    return BUDGET * (1 + (dim if divergence_of(dim) == "exact" else 1)) + stage
 
 
 def make_mcmc(model, config, dim, num_chains, **mcmc_kwargs):
     kernel, path = config
     schedule = na.budget_schedule(BUDGET)
+    options = dict(likelihood_path=path, schedule=schedule)
+    if path == "auto+stage":
+        options.update(likelihood_path="auto", final_stage=True)
     if kernel == "ALMC":
-        sampler = na.ALMC(model, likelihood_path=path, schedule=schedule)
+        sampler = na.ALMC(model, **options)
     else:
-        sampler = na.ALMCSMC(
-            model,
-            likelihood_path=path,
-            schedule=schedule,
-            divergence=divergence_of(dim),
-        )
+        sampler = na.ALMCSMC(model, divergence=divergence_of(dim), **options)
     return MCMC(
         sampler,
         num_warmup=schedule.num_steps,
@@ -426,25 +433,27 @@ def what_holds(gmm, digits):
         where = "; ".join(wins[c]) if wins[c] else "nowhere"
         lines.append(f"* {label(c)} wins (best, all others > 2 paired SE): {where}.")
     lines.append("")
-    for kernel in ("ALMC", "ALMCSMC"):
-        paper, noised = (kernel, "paper"), (kernel, "noised")
+    for kernel, other in (
+        (k, o) for k in ("ALMC", "ALMCSMC") for o in ("noised", "auto+stage")
+    ):
+        paper, noised = (kernel, "paper"), (kernel, other)
         better = {paper: [], noised: []}
         for row, metric, vals, lower in comps:
             for a, b in ((paper, noised), (noised, paper)):
                 if paired_better(vals[a], vals[b], lower):
                     better[a].append(f"{row} {metric}")
         n_p, n_n = len(better[paper]), len(better[noised])
-        choice = "noised" if n_n > n_p else "paper" if n_p > n_n else "neither"
+        choice = label(noised) if n_n > n_p else "paper" if n_p > n_n else "neither"
         dims = ([GMM_DIM] if gmm else []) + ([64] if digits else [])
-        costs = list(dict.fromkeys(passes_per_draw(paper, d) for d in dims))
+        costs = list(dict.fromkeys(passes_per_draw(noised, d) for d in dims))
         cost = " / ".join(f"{c:,}" for c in costs)
         lines.append(
-            f'* `{kernel}`: "noised" better than "paper" by > 2 paired SE in {n_n} '
+            f'* {label(noised)} better than "paper" by > 2 paired SE in {n_n} '
             f"of {len(comps)} (row, metric) cells"
             + (f" ({'; '.join(better[noised])})" if n_n else "")
             + f', "paper" better in {n_p}'
             + (f" ({'; '.join(better[paper])})" if n_p else "")
-            + f'. The count alone favours "{choice}"; both paths cost the same: '
+            + f". The count alone favours {choice}; {label(noised)} costs "
             f"{cost} network passes per draw"
             + (" at " + " / ".join(f"d = {d}" for d in dims) if len(costs) > 1 else "")
             + "."

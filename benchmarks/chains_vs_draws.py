@@ -146,11 +146,11 @@ def funnel_exact(prior, y, tau):
     log_w, means, variances = [], [], []
     for s in sig:
         marg = cov + s**2 * np.eye(len(m))
-        sign, logdet = np.linalg.slogdet(marg)
+        inv = np.linalg.inv(marg)
+        logdet = np.linalg.slogdet(marg)[1]
         r = y - m
-        sol = np.linalg.solve(marg, r)
-        log_w.append(-0.5 * (r @ sol) - 0.5 * logdet - 0.5 * (s / SIGMA_PRIOR) ** 2)
-        gain = cov @ np.linalg.inv(marg)
+        log_w.append(-0.5 * (r @ inv @ r) - 0.5 * logdet - 0.5 * (s / SIGMA_PRIOR) ** 2)
+        gain = cov @ inv
         means.append(m + gain @ r)
         variances.append(np.diag(cov - gain @ cov))
     log_w = np.array(log_w)

@@ -436,24 +436,24 @@ def what_holds(gmm, digits):
     for kernel, other in (
         (k, o) for k in ("ALMC", "ALMCSMC") for o in ("noised", "auto+stage")
     ):
-        paper, noised = (kernel, "paper"), (kernel, other)
-        better = {paper: [], noised: []}
+        paper, alt = (kernel, "paper"), (kernel, other)
+        better = {paper: [], alt: []}
         for row, metric, vals, lower in comps:
-            for a, b in ((paper, noised), (noised, paper)):
+            for a, b in ((paper, alt), (alt, paper)):
                 if paired_better(vals[a], vals[b], lower):
                     better[a].append(f"{row} {metric}")
-        n_p, n_n = len(better[paper]), len(better[noised])
-        choice = label(noised) if n_n > n_p else "paper" if n_p > n_n else "neither"
+        n_p, n_n = len(better[paper]), len(better[alt])
+        choice = label(alt) if n_n > n_p else "paper" if n_p > n_n else "neither"
         dims = ([GMM_DIM] if gmm else []) + ([64] if digits else [])
-        costs = list(dict.fromkeys(passes_per_draw(noised, d) for d in dims))
+        costs = list(dict.fromkeys(passes_per_draw(alt, d) for d in dims))
         cost = " / ".join(f"{c:,}" for c in costs)
         lines.append(
-            f'* {label(noised)} better than "paper" by > 2 paired SE in {n_n} '
+            f'* {label(alt)} better than "paper" by > 2 paired SE in {n_n} '
             f"of {len(comps)} (row, metric) cells"
-            + (f" ({'; '.join(better[noised])})" if n_n else "")
+            + (f" ({'; '.join(better[alt])})" if n_n else "")
             + f', "paper" better in {n_p}'
             + (f" ({'; '.join(better[paper])})" if n_p else "")
-            + f". The count alone favours {choice}; {label(noised)} costs "
+            + f". The count alone favours {choice}; {label(alt)} costs "
             f"{cost} network passes per draw"
             + (" at " + " / ".join(f"d = {d}" for d in dims) if len(costs) > 1 else "")
             + "."

@@ -495,12 +495,13 @@ class ALMC(MCMCKernel):
             z = init_params
         if self._model is not None and self._parts.path_note is not None:
             _logger.info(self._parts.path_note)
-            if self._final_stage is not None and not self._parts.noised:
-                raise ValueError(
-                    "final_stage needs the noised path, and "
-                    f"{self._parts.path_note} Pass final_stage=None, or write the "
-                    "observation as a Gaussian affine in the ScorePrior sites."
-                )
+        if self._final_stage is not None and not self._parts.noised:
+            # only "auto" gets here (the constructor refuses "paper" with a stage)
+            raise ValueError(
+                "final_stage needs the noised path, and "
+                f"{self._parts.path_note} Pass final_stage=None, or write the "
+                "observation as a Gaussian affine in the ScorePrior sites."
+            )
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
         schedule = self._schedule
         if self._model is not None and isinstance(self._preconditioner, str):

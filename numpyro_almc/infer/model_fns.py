@@ -636,22 +636,25 @@ def init_model(
             "so an operator cannot be recognised; use chain_method='vectorized' "
             "for the operator's preconditioner."
         )
-    if noised:
-        observation = find_linear_gaussian_observation(
-            flat_model, model_args, model_kwargs or {}, one, score_sites
-        )
-    elif auto:
+    if noised or auto:
+        # "noised" raises where the observation does not allow it; "auto" takes
+        # the paper's path there and says why.
         try:
             observation = find_linear_gaussian_observation(
                 flat_model, model_args, model_kwargs or {}, one, score_sites
             )
-            noised = True
-            path_note = (
-                f"likelihood_path='auto' took the noised path: '{observation.site}' "
-                "is a Gaussian observation affine in the ScorePrior sites."
-            )
         except ValueError as error:
+            if not auto:
+                raise
             path_note = f"likelihood_path='auto' took the paper path: {error}"
+        else:
+            if auto:
+                noised = True
+                path_note = (
+                    "likelihood_path='auto' took the noised path: "
+                    f"'{observation.site}' is a Gaussian observation affine in the "
+                    "ScorePrior sites."
+                )
     if not noised and find_operator:
         try:
             observation = find_linear_gaussian_observation(

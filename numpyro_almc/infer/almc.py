@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_median
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.util import identity, is_prng_key
@@ -23,28 +20,25 @@ from numpyro_almc._validate import (
     check_positive,
 )
 from numpyro_almc._validate import check_count as _check_count
-from numpyro_almc.infer.mala import theta_mala_step
 from numpyro_almc.infer.model_fns import (
     conditional_loglik,
     conditional_score,
     init_model,
     joint_fns,
-    noised_preconditioner,
-    operator_preconditioner,
+)
+from numpyro_almc.infer.move import ALMCSamplerState, ChainMove, split_sites
+from numpyro_almc.infer.preconditioning import (
+    auto_description,
+    conditional_preconditioner,
 )
 from numpyro_almc.mcmc._checks import at_time
-from numpyro_almc.mcmc.almc import ALMCState, build_kernel, init
-from numpyro_almc.mcmc.finish import FinalStage, as_final_stage, finish
-from numpyro_almc.path.preconditioners import (
-    check_preconditioner_values,
-    hessian_diagonal_preconditioner,
-    hessian_preconditioner,
-)
+from numpyro_almc.mcmc.almc import init
+from numpyro_almc.mcmc.finish import FinalStage, as_final_stage
+from numpyro_almc.path.preconditioners import check_preconditioner_values
 from numpyro_almc.path.schedules import (
     ALMCSchedule,
     budget_schedule,
     check_schedule,
-    step_params,
 )
 from numpyro_almc.run.chains import (
     FINISH_KEYS,
@@ -53,63 +47,11 @@ from numpyro_almc.run.chains import (
     standard_normal_like,
 )
 from numpyro_almc.run.health import check_chains, check_smc
-from numpyro_almc.types import Array, ArrayTree
 
 __all__ = ["ALMC", "ALMCSamplerState"]
 
 
 _logger = logging.getLogger("numpyro_almc")
-
-#: Above this many ScorePrior numbers, ``preconditioner="auto"`` uses the Hessian's
-#: diagonal at the start (``d`` Hessian-vector products once) instead of a dense
-#: ``d × d`` Hessian, re-formed and factored at every step when other sites move.
-AUTO_DENSE_MAX_DIM = 2048
-
-
-class ALMCSamplerState(NamedTuple):
-    """State of the :class:`ALMC` NumPyro kernel (one chain, or batched chains).
-
-    ``i`` is the step counter (the schedule index; it never resets, so the phase is
-    known across ``run`` calls); ``z`` the unconstrained values of every latent site;
-    ``score`` the prior score of the ScorePrior sites at OU time ``time``;
-    ``measurement_loglik`` is ``-R(z)``: the log likelihood plus the log density
-    (with Jacobian) of every latent site that is not a ScorePrior.
-    ``theta_step_size`` and ``theta_accept_prob`` belong to the MALA update of those
-    other sites. ``draw`` is ``z`` carried to ``t = 0`` by the final stage in the
-    sampling phase (None without a final stage; then the draws are ``z``).
-    ``warm_start_step_size`` caps the warm-start steps (set at the start from the
-    likelihood's stiffness; see :func:`numpyro_almc.mcmc.init`).
-
-    Examples
-    --------
-    >>> import numpyro
-    >>> from numpyro_almc import ScorePrior
-    >>> from numpyro.infer import MCMC
-    >>> def model():
-    ...     numpyro.sample("x", ScorePrior(lambda x, t: -x, event_shape=(2,)))
-    >>> mcmc = MCMC(ALMC(model), num_warmup=20, num_samples=5, progress_bar=False)
-    >>> mcmc.run(jax.random.key(0))
-    >>> state = mcmc.last_state
-    >>> tau = float(mcmc.sampler.schedule.early_stop_time)
-    >>> int(state.i), sorted(state.z), float(state.time) == tau
-    (25, ['x'], True)
-    """
-
-    i: Array
-    z: ArrayTree
-    score: ArrayTree
-    measurement_loglik: Array
-    measurement_loglik_grad: ArrayTree
-    time: Array
-    step_size: Array
-    warm_start_step_size: Array
-    diverging: Array
-    num_diverging: Array
-    theta_step_size: Array
-    theta_accept_prob: Array
-    preconditioner: object
-    draw: ArrayTree
-    rng_key: Array
 
 
 class ALMC(MCMCKernel):
@@ -163,9 +105,9 @@ class ALMC(MCMCKernel):
         function ``theta -> preconditioner`` of the other sites' unconstrained values.
         With other sites, ``"auto"`` and functions are re-evaluated at every step
         from their current values (exact: given them ``M`` is constant). ``"auto"``
-        builds a dense Hessian up to ``AUTO_DENSE_MAX_DIM`` (2048) ScorePrior
-        numbers; above that it takes the Hessian's diagonal once, at the start, and
-        says so in a log line (``logging.getLogger("numpyro_almc")``).
+        builds a dense Hessian up to ``preconditioning.AUTO_DENSE_MAX_DIM`` (2048)
+        ScorePrior numbers; above that it takes the Hessian's diagonal once, at the
+        start, and says so in a log line (``logging.getLogger("numpyro_almc")``).
     theta_step_size
         Initial MALA step size of the sites that are not ScorePriors (adapted to 57 %
         acceptance during warmup).
@@ -206,8 +148,10 @@ class ALMC(MCMCKernel):
     The class is long because NumPyro's ``MCMCKernel`` contract is a dozen methods
     and properties (``init``, ``sample``, ``sample_field``, ``default_fields``,
     ``postprocess_fn``, ``get_diagnostics_str``, ``wrap_model``, ``refresh``,
-    pickling); the work is elsewhere: the move is
-    :func:`numpyro_almc.mcmc.build_kernel`, the model plumbing
+    pickling); the work is elsewhere: one chain's step is
+    :class:`numpyro_almc.infer.move.ChainMove` (over
+    :func:`numpyro_almc.mcmc.build_kernel`), the preconditioner policy
+    :mod:`numpyro_almc.infer.preconditioning`, the model plumbing
     :mod:`numpyro_almc.infer.model_fns`, the other sites' step
     :mod:`numpyro_almc.infer.mala`.
 
@@ -288,6 +232,7 @@ class ALMC(MCMCKernel):
         self._strict = strict
         self._init_strategy = init_strategy
         self._parts = None
+        self._chain_move = None
         self._sample_fn = None
 
     # -- the NumPyro kernel contract ---------------------------------------------------
@@ -349,6 +294,7 @@ class ALMC(MCMCKernel):
         kernel = copy.copy(self)
         kernel._model = wrapper(self._model)
         kernel._parts = None
+        kernel._chain_move = None
         kernel._sample_fn = None
         return kernel
 
@@ -375,79 +321,7 @@ class ALMC(MCMCKernel):
         )
 
     def _split(self, z):
-        """``(score-site values, other values)``; without a model all is score."""
-        if self._model is None:
-            return z, {}
-        xs = {k: v for k, v in z.items() if k in self._score_sites}
-        theta = {k: v for k, v in z.items() if k not in self._score_sites}
-        return xs, theta
-
-    def _conditional_preconditioner(self, x_loglik, xs, theta):
-        precond = self._preconditioner
-        observation = self._observation
-        if isinstance(precond, str) and observation is not None:
-            noise_std = x_loglik.noise_std({**xs, **theta})
-            if self._parts.noised:
-                # "auto" on the noised path: (I + ∇²(−log L_t))^{-1} at the current
-                # σ, time dependent (evaluated at each step's time).
-                return noised_preconditioner(observation, noise_std)
-            # "auto" on the paper path with the model's operator: (I + AᵀA/σ²)^{-1}
-            # at the current σ, from the operator's factorisation (no d × d matrix).
-            return operator_preconditioner(observation, noise_std)
-        if isinstance(precond, str):  # "auto": curvature at x = 0 (the prior mean)
-            zeros = jax.tree.map(jnp.zeros_like, xs)
-            if self._diagonal_auto(xs):
-                return hessian_diagonal_preconditioner(x_loglik, zeros)
-            return hessian_preconditioner(x_loglik, zeros)
-        if callable(precond) and not hasattr(precond, "apply"):
-            return precond(theta)
-        return precond
-
-    def _diagonal_auto(self, xs) -> bool:
-        """Whether ``"auto"`` takes the Hessian's diagonal, fixed at the start: above
-        ``AUTO_DENSE_MAX_DIM`` ScorePrior numbers, unless the preconditioner comes
-        from the observation (the noised path, or the model's operator)."""
-        size = sum(math.prod(jnp.shape(v)) for v in jax.tree.leaves(xs))
-        return (
-            isinstance(self._preconditioner, str)
-            and self._observation is None
-            and size > AUTO_DENSE_MAX_DIM
-        )
-
-    def _auto_description(self, xs) -> str:
-        """The log line saying which preconditioner ``"auto"`` chose, and why."""
-        observation = self._observation
-        if observation is not None:
-            A = observation.A
-            source = (
-                f"the model's operator {type(A).__name__} (its own factorisation, "
-                "no dense matrix)"
-                if observation.is_operator
-                else f"the dense {A.shape[0]}x{A.shape[1]} forward matrix (SVD once)"
-            )
-            form = (
-                "the noised path's (I + A^T C_t^-1 A)^-1"
-                if self._parts.noised
-                else "(I + A^T A / sigma^2)^-1"
-            )
-            return (
-                f"ALMC: preconditioner='auto' is {form} of '{observation.site}' from "
-                f"{source}, re-evaluated at the current noise scale."
-            )
-        note = self._parts.operator_note
-        why = "" if note is None else f" No operator preconditioner: {note}"
-        if self._diagonal_auto(xs):
-            return (
-                f"ALMC: preconditioner='auto' with more than {AUTO_DENSE_MAX_DIM} "
-                "ScorePrior numbers uses the diagonal of the Hessian of R at the "
-                "start, fixed for the run (a dense Hessian per step would cost "
-                "O(d^3)); write the location as op(x) with an operator of "
-                "numpyro_almc.operators, or pass a preconditioner, for more." + why
-            )
-        return (
-            "ALMC: preconditioner='auto' is the inverse of I + the dense Hessian of R "
-            "at x = 0, re-formed when other sites move." + why
-        )
+        return split_sites(self._score_sites, z)
 
     def _joint_fns(self, model_args, model_kwargs):
         """``(loglik_fn, score_fn)`` on the unconstrained position for these args."""
@@ -505,13 +379,16 @@ class ALMC(MCMCKernel):
         loglik_fn, score_fn = self._joint_fns(model_args, model_kwargs)
         schedule = self._schedule
         if self._model is not None and isinstance(self._preconditioner, str):
-            _logger.info(self._auto_description({k: z[k] for k in self._score_sites}))
+            xs = {k: z[k] for k in self._score_sites}
+            _logger.info(auto_description(self._parts, xs))
 
         def one(z, key):
             xs, theta = self._split(z)
             x_loglik = conditional_loglik(loglik_fn, theta)
             x_score = conditional_score(score_fn, theta)
-            precond = self._conditional_preconditioner(x_loglik, xs, theta)
+            precond = conditional_preconditioner(
+                self._preconditioner, self._parts, x_loglik, xs, theta
+            )
             core = init(
                 xs, x_loglik, x_score, schedule.times[0], preconditioner=precond
             )
@@ -538,6 +415,15 @@ class ALMC(MCMCKernel):
         # One compiled call: run eagerly, vmap dispatches and compiles every
         # primitive on its own (hundreds of small XLA compilations per run).
         state = jax.jit(jax.vmap(one) if batched else one)(z, run_key)
+        self._chain_move = ChainMove(
+            score_sites=self._score_sites,
+            preconditioner=self._preconditioner,
+            parts=self._parts,
+            schedule=schedule,
+            num_warmup=num_warmup,
+            divergence_threshold=self._divergence_threshold,
+            final_stage=self._final_stage,
+        )
         self._sample_fn = self.sample
         return state
 
@@ -566,132 +452,13 @@ class ALMC(MCMCKernel):
             key_theta = offset_key(st.rng_key, THETA_KEYS, i)
             # The draw after step i (counter i + 1), as run_almc's final draw.
             key_finish = offset_key(st.rng_key, FINISH_KEYS, i + 1)
-            return self._move(key_x, key_theta, st, i, loglik_fn, score_fn, key_finish)
+            return self._chain_move(
+                key_x, key_theta, st, i, loglik_fn, score_fn, key_finish
+            )
 
         new = jax.vmap(one)(state) if batched else one(state)
-        self._report_at_path_end(i, new)
+        report_at_path_end(self, i, new)
         return new
-
-    def _report_at_path_end(self, i, state, smc=None):
-        """After the last warmup step (the end of the annealing path), a Python
-        warning (:mod:`numpyro_almc.run.health`) when chains reverted more than 1 %
-        of their steps or did not reach ``τ`` (for ``ALMCSMC`` also a collapsed
-        ensemble). NumPyro has no hook after a run, so a host callback does it;
-        ``i`` is shared by the chains, so this is a real branch taken once."""
-        tau = self._schedule.early_stop_time
-        where = f"MCMC({type(self).__name__})"
-        num_warmup = self._num_warmup
-
-        strict = self._strict
-
-        def report(num_diverging, time, tau, smc_values):
-            check_chains(
-                num_diverging, num_warmup, time, tau, strict=strict, where=where
-            )
-            if smc_values is not None:
-                ess, log_evidence_ratio, n = smc_values
-                check_smc(ess, log_evidence_ratio, n, strict=strict, where=where)
-
-        def callback(_):
-            # τ through the callback too: in the kernel it is a traced value.
-            jax.debug.callback(report, state.num_diverging, state.time, tau, smc)
-
-        jax.lax.cond(i + 1 == num_warmup, callback, lambda _: None, None)
-
-    def _move(self, key_x, key_theta, st, i, loglik_fn, score_fn, key_finish=None):
-        """The move of one chain at step ``i`` (``rng_key`` carried unchanged), and
-        in the sampling phase its draw carried to ``t = 0`` (with a final stage)."""
-        xs, theta = self._split(st.z)
-        x_grad, _ = self._split(st.measurement_loglik_grad)
-        x_loglik = conditional_loglik(loglik_fn, theta)
-        core = ALMCState(
-            xs,
-            st.score,
-            st.measurement_loglik,
-            x_grad,
-            st.time,
-            st.i,
-            st.warm_start_step_size,
-        )
-        precond = st.preconditioner
-        if theta and self._preconditioner is not None and not self._diagonal_auto(xs):
-            # M may depend on the other sites (e.g. (I + AᵀA/σ²)^{-1}): recompute
-            # it from their current values. Given those values M is constant, so
-            # the signal update still targets its exact conditional.
-            precond = self._conditional_preconditioner(x_loglik, xs, theta)
-        new, info = build_kernel(divergence_threshold=self._divergence_threshold)(
-            key_x,
-            core,
-            x_loglik,
-            conditional_score(score_fn, theta),
-            step_params(self._schedule, i, precond),
-        )
-        diverging = info.is_diverging
-        if theta:
-            z, ll, grad, theta_h, accept, theta_bad = theta_mala_step(
-                key_theta,
-                at_time(loglik_fn, new.time),
-                new.position,
-                theta,
-                st.theta_step_size,
-                i < self._num_warmup,
-            )
-            diverging = diverging | theta_bad
-        else:
-            z, ll = new.position, new.loglikelihood
-            grad, theta_h, accept = (
-                new.loglikelihood_grad,
-                st.theta_step_size,
-                st.theta_accept_prob,
-            )
-        draw = None
-        if self._final_stage is not None:
-            draw = self._finish_draw(key_finish, new, z, grad, i, loglik_fn, score_fn)
-        return ALMCSamplerState(
-            i=new.step,
-            z=z,
-            score=new.score,
-            measurement_loglik=ll,
-            measurement_loglik_grad=grad,
-            time=new.time,
-            step_size=info.step_size.astype(st.step_size.dtype),
-            warm_start_step_size=st.warm_start_step_size,
-            diverging=diverging,
-            num_diverging=st.num_diverging + diverging.astype(jnp.int32),
-            theta_step_size=theta_h,
-            theta_accept_prob=accept,
-            preconditioner=precond,
-            draw=draw,
-            rng_key=st.rng_key,
-        )
-
-    def _finish_draw(self, key, new, z, grad, i, loglik_fn, score_fn):
-        """``z`` with its ScorePrior sites carried from ``τ`` to ``t = 0`` in the
-        sampling phase (``z`` itself during warmup: a real branch, ``i`` is shared
-        by the chains, so warmup steps cost no network pass for it)."""
-
-        def finished(z):
-            xs, theta = self._split(z)
-            x_grad, _ = ravel_pytree(self._split(grad)[0])
-            x_flat, unravel = ravel_pytree(xs)
-            # The observation's noised likelihood of the flattened sites: its
-            # exact Gaussian step (the model's other terms do not involve xs).
-            core = new._replace(
-                position=x_flat,
-                score=ravel_pytree(new.score)[0],
-                loglikelihood_grad=x_grad,
-            )
-            x_score = conditional_score(score_fn, theta)
-            x0, _ = finish(
-                key,
-                core,
-                loglik_fn.gaussian_likelihood(z),
-                lambda x, t: ravel_pytree(x_score(unravel(x), t))[0],
-                self._final_stage,
-            )
-            return {**z, **unravel(x0)}
-
-        return jax.lax.cond(i >= self._num_warmup, finished, lambda z: z, z)
 
 
 def _check_final_stage(final_stage, likelihood_path, model):
@@ -825,3 +592,26 @@ def numpyro_schedule(num_warmup, given, num_warm_start_steps, schedule_kwargs):
     return budget_schedule(
         num_warmup - m + 1, num_warm_start_steps=m, **schedule_kwargs
     )
+
+
+def report_at_path_end(kernel, i, state, smc=None):
+    """After the last warmup step (the end of the annealing path), a Python warning
+    (:mod:`numpyro_almc.run.health`) when chains reverted more than 1 % of their
+    steps or did not reach ``τ`` (for ``ALMCSMC`` also a collapsed ensemble).
+    NumPyro has no hook after a run, so a host callback does it; ``i`` is shared by
+    the chains, so this is a real branch taken once."""
+    tau = kernel.schedule.early_stop_time
+    where = f"MCMC({type(kernel).__name__})"
+    num_warmup, strict = kernel._num_warmup, kernel._strict
+
+    def report(num_diverging, time, tau, smc_values):
+        check_chains(num_diverging, num_warmup, time, tau, strict=strict, where=where)
+        if smc_values is not None:
+            ess, log_evidence_ratio, n = smc_values
+            check_smc(ess, log_evidence_ratio, n, strict=strict, where=where)
+
+    def callback(_):
+        # τ through the callback too: in the kernel it is a traced value.
+        jax.debug.callback(report, state.num_diverging, state.time, tau, smc)
+
+    jax.lax.cond(i + 1 == num_warmup, callback, lambda _: None, None)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.util import is_prng_key
 
-from numpyro_almc.infer.almc import ALMC, ALMCSamplerState
+from numpyro_almc.infer.almc import ALMC, ALMCSamplerState, report_at_path_end
 from numpyro_almc.infer.model_fns import conditional_score
 from numpyro_almc.path.schedules import step_params
 from numpyro_almc.smc.almc_smc import (
@@ -257,7 +257,7 @@ class ALMCSMC(ALMC):
             )
             keys_theta, keys_finish = more[:n], more[n:]
             moved = jax.vmap(
-                lambda kx, kt, kf, st: self._move(
+                lambda kx, kt, kf, st: self._chain_move(
                     kx, kt, st, i, loglik_fn, score_fn, kf
                 )
             )(keys_x, keys_theta, keys_finish, particles)
@@ -305,7 +305,7 @@ class ALMCSMC(ALMC):
             return jnp.broadcast_to(value, (n,))
 
         log_evidence_ratio = state.log_evidence_ratio[0] + log_increment
-        self._report_at_path_end(i, moved, smc=(ess[None], log_evidence_ratio, n))
+        report_at_path_end(self, i, moved, smc=(ess[None], log_evidence_ratio, n))
         return ALMCSMCSamplerState(
             **{f: getattr(moved, f) for f in _BASE_FIELDS},
             log_weight=log_w,

@@ -766,7 +766,7 @@ def test_auto_preconditioner_above_the_dense_size_is_a_fixed_diagonal(
     it for the run (no dense Hessian per step) and says so in a log line."""
     import logging
 
-    from numpyro_almc.infer import almc as almc_module
+    from numpyro_almc.infer import preconditioning as almc_module
 
     monkeypatch.setattr(almc_module, "AUTO_DENSE_MAX_DIM", 3)
     weights = jnp.array([1.0, 2.0, 0.5, 3.0])

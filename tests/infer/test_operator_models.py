@@ -18,8 +18,8 @@ from numpyro.infer import MCMC, Predictive
 
 import numpyro_almc as na
 from numpyro_almc import operators as ops
-from numpyro_almc.infer import almc as almc_module
 from numpyro_almc.infer import model_fns
+from numpyro_almc.infer import preconditioning as almc_module
 
 SIZE = 8
 SHAPE = (SIZE, SIZE)

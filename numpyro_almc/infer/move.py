@@ -100,7 +100,10 @@ class ChainMove:
     ``preconditioner`` is the kernel's argument (``"auto"``, None, an object, or a
     function of the other sites), resolved at each step by
     :func:`~numpyro_almc.infer.preconditioning.conditional_preconditioner` when it
-    tracks the other sites; ``parts`` the model's parts (None without a model).
+    tracks the other sites; ``parts`` the model's parts (None without a model);
+    ``keep_draw`` fills the state's ``draw`` with the position when there is no
+    stage to run (``final_stage="auto"`` off the noised path: the kernel's sample
+    field is still ``draw``).
     """
 
     score_sites: tuple[str, ...] | None
@@ -110,6 +113,7 @@ class ChainMove:
     num_warmup: int
     divergence_threshold: float | None
     final_stage: FinalStage | None
+    keep_draw: bool = False
 
     def split(self, z):
         return split_sites(self.score_sites, z)
@@ -159,7 +163,7 @@ class ChainMove:
                 st.theta_step_size,
                 st.theta_accept_prob,
             )
-        draw = None
+        draw = z if self.keep_draw else None
         if self.final_stage is not None:
             draw = self._finish_draw(key_finish, new, z, grad, i, loglik_fn, score_fn)
         return ALMCSamplerState(

@@ -148,7 +148,14 @@ def test_numpyro_kernels_flag_and_warn_at_the_end_of_the_path(kernel):
     likelihood: steps flagged in the extra field ``diverging``, and a warning
     when the path ends (NumPyro has no hook after a run: a host callback)."""
     cls = getattr(na, kernel)
-    mcmc = _short_mcmc(cls(_model, preconditioner=None, divergence_threshold=None))
+    mcmc = _short_mcmc(
+        cls(
+            _model,
+            preconditioner=None,
+            divergence_threshold=None,
+            likelihood_path="paper",
+        )
+    )
     with pytest.warns(ALMCRunWarning, match=rf"MCMC\({kernel}\).*reverted more"):
         mcmc.run(jax.random.key(1), y=Y)
         jax.effects_barrier()
@@ -250,7 +257,9 @@ def test_smc_front_ends_take_the_threshold(front_end):
 def test_numpyro_strict_turns_the_warning_into_an_error(kernel):
     """``strict=True``: the end-of-path report stops the run with its message."""
     cls = getattr(na, kernel)
-    mcmc = _short_mcmc(cls(_model, preconditioner=None, strict=True))
+    mcmc = _short_mcmc(
+        cls(_model, preconditioner=None, strict=True, likelihood_path="paper")
+    )
     with pytest.raises(Exception, match="reverted more than 1%"):
         mcmc.run(jax.random.key(1), y=Y)
         jax.effects_barrier()

@@ -162,7 +162,12 @@ def test_numpyro_warm_start_is_capped(kernel):
     carries the cap, warm-start steps take it, and none is reverted there."""
     cls = getattr(na, kernel)
     mcmc = MCMC(
-        cls(_model, preconditioner=None, num_warm_start_steps=20),
+        cls(
+            _model,
+            preconditioner=None,
+            num_warm_start_steps=20,
+            likelihood_path="paper",
+        ),
         num_warmup=40,
         num_samples=2,
         num_chains=4,

@@ -423,7 +423,8 @@ def test_numpyro_ensemble_kernel_mode_weights(with_theta):
             progress_bar=False,
         )
 
-    smc = mcmc_of(ALMCSMC(model))
+    # The paper's path: its target at τ is the exact p_τ e^{-R} of `post`.
+    smc = mcmc_of(ALMCSMC(model, likelihood_path="paper"))
     # The path alone (collecting its ESS trace), then the sampling phase: the
     # split NumPyro offers must work for an ensemble kernel.
     smc.warmup(

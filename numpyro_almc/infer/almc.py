@@ -122,11 +122,11 @@ class ALMC(MCMCKernel):
         where the model's observation allows it, ``"paper"`` otherwise; which one
         it took, and why, goes to a log line (``logging.getLogger("numpyro_almc")``)
         at ``init``; with ``potential_fn`` (no model to read) ``"auto"`` is
-        ``"paper"``. ``"paper"`` is ``ALMC``'s default by measurement
+        ``"paper"``. ``ALMC`` takes ``"paper"`` unless told otherwise, as measured
         (``benchmarks/numpyro_defaults.py``): on the digits it has the best or
         tied PSNR and its 90 % intervals over-cover slightly, where the noised
         path loses 0.6–2.7 dB; on multimodal problems neither path gets ``ALMC``'s
-        mode weights right (use :class:`ALMCSMC`, whose default is ``"auto"``).
+        mode weights right (use :class:`ALMCSMC`, which takes ``"auto"``).
     final_stage
         None (default), True, ``"auto"`` or a :class:`~numpyro_almc.mcmc.FinalStage`:
         each draw

@@ -121,7 +121,7 @@ class ALMCSMC(ALMC):
     warm_start_correction
         As in :func:`numpyro_almc.run_almc_smc`.
     likelihood_path
-        As in :class:`ALMC`, but ``"auto"`` by default (``ALMC``'s is ``"paper"``):
+        As in :class:`ALMC`, but here ``"auto"`` (default; ``ALMC`` takes ``"paper"``):
         the noised path where the model's observation is Gaussian and affine in the
         ScorePrior sites, the paper's otherwise (a log line says which). Measured
         (``benchmarks/numpyro_defaults.py``): on ``gmm25`` the noised path never
@@ -129,8 +129,8 @@ class ALMCSMC(ALMC):
         problems (TV ≈ 1); on the digits it gives up 0.5–2.4 dB of PSNR unless
         ``final_stage`` is on. Both cost the same network passes.
     final_stage
-        As in :class:`ALMC`, but ``"auto"`` by default: the default
-        :class:`~numpyro_almc.mcmc.FinalStage` (31 network passes per collected
+        As in :class:`ALMC`, but here ``"auto"`` (default): ``FinalStage()``
+        (:class:`~numpyro_almc.mcmc.FinalStage`, 31 network passes per collected
         draw) wherever the run takes the noised path, none otherwise. Measured
         (``benchmarks/numpyro_defaults.py``, 1000 particles, one draw each): with
         it the mode-weight TV on ``gmm25`` at d = 8 drops to 0.054 / 0.005 / 0.001

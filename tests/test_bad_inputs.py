@@ -1482,7 +1482,7 @@ for kname, K in [("ALMC", na.ALMC), ("ALMCSMC", na.ALMCSMC)]:
             ),
             (
                 f"{kname}-final_stage-paper_path",
-                lambda K=K: K(model, final_stage=True),
+                lambda K=K: K(model, likelihood_path="paper", final_stage=True),
                 err(ValueError, "final_stage"),
             ),
             (

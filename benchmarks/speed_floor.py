@@ -296,9 +296,10 @@ def main():
         "and state handling), which no kernel can go below. The key-per-chain row is",
         "the floor with the drivers' key stream (one `fold_in` per chain per step).",
         "At 2-D a step is a few µs and run-to-run noise is large: three runs on one",
-        "core of this machine gave run_almc 1.43 / 1.75 / 1.66 and BlackJAX 1.44 /",
-        "1.44 / 1.42, and the differenced NumPyro rows swing more (0.7–2.2), so",
-        "compare a 2-D row only with the other rows of the same run.",
+        "core of this machine (the first two with noise sd 0.1, most steps reverted)",
+        "gave run_almc 1.43 / 1.75 / 1.66 and BlackJAX 1.44 / 1.44 / 1.42, and the",
+        "differenced NumPyro rows swing more (0.7–2.2), so compare a 2-D row only",
+        "with the other rows of the same run.",
         "",
     ]
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -148,18 +148,15 @@ def sampler(model, path, steps):
     )
 
 
-def timed(mcmc, y):
-    """Seconds of one run, compilation and initialisation included (they cancel
-    in the difference of two run lengths), and its reverted steps."""
-    tic = time.perf_counter()
-    with warnings.catch_warnings():  # counted below instead
+def reverted_steps(mcmc, y):
+    """Run ``mcmc`` once and return its reverted steps over the whole path (the
+    last state's counter, summed over chains)."""
+    with warnings.catch_warnings():  # counted here instead
         warnings.simplefilter("ignore", ALMCRunWarning)
         mcmc.run(jax.random.key(0), y=y)
         jax.block_until_ready(mcmc.get_samples())
         jax.effects_barrier()
-    seconds = time.perf_counter() - tic
-    # Reverted steps of the whole path (warmup): the last state's counter.
-    return seconds, int(mcmc.last_state.num_diverging.sum())
+    return int(mcmc.last_state.num_diverging.sum())
 
 
 def compiled_step(mcmc, y):
@@ -192,7 +189,7 @@ def measure(size, steps, calls):
         y = op.apply(truth)
         data[key] = y + NOISE * jax.random.normal(jax.random.key(2), y.shape)
         mcmc = sampler(model, key[2], steps)
-        _, reverted[key] = timed(mcmc, data[key])
+        reverted[key] = reverted_steps(mcmc, data[key])
         steps_of[key], memory[key] = compiled_step(mcmc, data[key])
         states[key] = mcmc.last_state
         print(size, key, f"run done, {memory[key] / 2**20:.1f} MiB", flush=True)

@@ -129,9 +129,8 @@ class ALMC(MCMCKernel):
         mode weights right (use :class:`ALMCSMC`, which takes ``"auto"``).
     final_stage
         None (default), True, ``"auto"`` or a :class:`~numpyro_almc.mcmc.FinalStage`:
-        each draw
-        of the sampling phase is carried from ``τ`` to ``t = 0`` by a short reverse
-        diffusion (:func:`~numpyro_almc.mcmc.finish`; ``num_steps − 1`` network
+        each draw of the sampling phase is carried from ``τ`` to ``t = 0`` by a short
+        reverse diffusion (:func:`~numpyro_almc.mcmc.finish`; ``num_steps − 1`` network
         passes per draw) and collected instead of the chain's position at ``τ``,
         which carries the OU noise of time ``τ``; the chain itself goes on at
         ``τ``. Needs ``likelihood_path="noised"`` (or ``"auto"`` taking it). The

@@ -29,7 +29,7 @@ def poisson(y=None):
     numpyro.sample("y", dist.Poisson(jnp.exp(A @ x)).to_event(1), obs=y)
 
 
-def _draws(kernel, y, num_chains=4):
+def _draws(kernel, y=None, num_chains=4, init_params=None):
     mcmc = MCMC(
         kernel,
         num_warmup=40,
@@ -38,7 +38,7 @@ def _draws(kernel, y, num_chains=4):
         chain_method="vectorized",
         progress_bar=False,
     )
-    mcmc.run(jax.random.key(2), y=y)
+    mcmc.run(jax.random.key(2), init_params=init_params, y=y)
     return mcmc.get_samples()
 
 
@@ -96,21 +96,11 @@ def test_auto_without_a_model_is_the_paper_path():
             likelihood_path=path,
         )
 
-    def draws(k):
-        mcmc = MCMC(
-            k,
-            num_warmup=40,
-            num_samples=3,
-            num_chains=4,
-            chain_method="vectorized",
-            progress_bar=False,
-        )
-        mcmc.run(jax.random.key(2), init_params=jnp.zeros((4, 2)))
-        return mcmc.get_samples()
-
+    start = jnp.zeros((4, 2))
     for cls in (na.ALMC, na.ALMCSMC):
         np.testing.assert_array_equal(
-            draws(kernel(cls, "auto")), draws(kernel(cls, "paper"))
+            _draws(kernel(cls, "auto"), init_params=start),
+            _draws(kernel(cls, "paper"), init_params=start),
         )
     with pytest.raises(ValueError, match="likelihood_path='noised'"):
         kernel(na.ALMC, "noised")

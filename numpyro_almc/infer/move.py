@@ -165,7 +165,10 @@ class ChainMove:
             )
         draw = z if self.keep_draw else None
         if self.final_stage is not None:
-            draw = self._finish_draw(key_finish, new, z, grad, i, loglik_fn, score_fn)
+            draw, stage_bad = self._finish_draw(
+                key_finish, new, z, grad, i, loglik_fn, score_fn
+            )
+            diverging = diverging | stage_bad
         return ALMCSamplerState(
             i=new.step,
             z=z,
@@ -187,7 +190,9 @@ class ChainMove:
     def _finish_draw(self, key, new, z, grad, i, loglik_fn, score_fn):
         """``z`` with its ScorePrior sites carried from ``τ`` to ``t = 0`` in the
         sampling phase (``z`` itself during warmup: a real branch, ``i`` is shared
-        by the chains, so warmup steps cost no network pass for it)."""
+        by the chains, so warmup steps cost no network pass for it), and whether
+        the stage was not finite (the draw is then ``z``, and the step is flagged
+        ``diverging``)."""
 
         def finished(z):
             xs, theta = self.split(z)
@@ -201,13 +206,16 @@ class ChainMove:
                 loglikelihood_grad=x_grad,
             )
             x_score = conditional_score(score_fn, theta)
-            x0, _ = finish(
+            x0, bad = finish(
                 key,
                 core,
                 loglik_fn.gaussian_likelihood(z),
                 lambda x, t: ravel_pytree(x_score(unravel(x), t))[0],
                 self.final_stage,
             )
-            return {**z, **unravel(x0)}
+            return {**z, **unravel(x0)}, bad
 
-        return jax.lax.cond(i >= self.num_warmup, finished, lambda z: z, z)
+        def at_tau(z):
+            return z, jnp.zeros((), bool)
+
+        return jax.lax.cond(i >= self.num_warmup, finished, at_tau, z)

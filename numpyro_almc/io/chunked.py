@@ -83,7 +83,7 @@ from numpyro_almc.run.chains import (
     run_keys,
     starting_positions,
 )
-from numpyro_almc.run.health import check_chains
+from numpyro_almc.run.health import check_chains, check_finished
 from numpyro_almc.run.loop import finish_chains, run_chains
 from numpyro_almc.run.recorders import (
     ALMCTrace,
@@ -137,7 +137,8 @@ class ChunkedResult(NamedTuple):
     pooled_variance
         The (population) variance over all chains together.
     num_diverging
-        int32 reverted steps of each chain.
+        int32 reverted steps of each chain (a final-stage draw that was not
+        finite counts as one, as in :func:`~numpyro_almc.run_almc`).
     path
         The run directory (``None`` when nothing is written).
     final_draw
@@ -1225,13 +1226,15 @@ def run_almc_chunked(
         )
     final_draw = None
     if final_stage is not None and steps_done >= num_steps:
-        final_draw, _ = finish_chains(
+        final_draw, bad = finish_chains(
             offset_keys(keys, FINISH_KEYS, states.step),
             states,
             loglikelihood_fn=statics["loglikelihood_fn"],
             score_fn=statics["score_fn"],
             final_stage=final_stage,
         )
+        num_diverging = num_diverging + bad.astype(num_diverging.dtype)
+        check_finished(bad, strict=strict, where="run_almc_chunked")
     return ChunkedResult(
         state=states,
         num_steps_done=steps_done,

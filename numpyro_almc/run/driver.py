@@ -22,7 +22,7 @@ from numpyro_almc.run.chains import (
     run_keys,
     starting_positions,
 )
-from numpyro_almc.run.health import check_chains
+from numpyro_almc.run.health import check_chains, check_finished
 from numpyro_almc.run.loop import finish_chains, run_chains
 from numpyro_almc.run.recorders import ALMCTrace, SaveAt
 from numpyro_almc.run.sharding import replicate, resolve_mesh, shard_chains
@@ -218,6 +218,14 @@ def run_almc(
         initialise=True,
         divergence_threshold=divergence_threshold,
     )
+    check_chains(
+        out.num_diverging,
+        num_steps,
+        out.states.time,
+        schedule.times[-1],
+        strict=strict,
+        full_path=num_steps >= schedule.num_steps,
+    )
     num_diverging, final_draw = out.num_diverging, None
     if final_stage is not None:
         # Chain c after step i: fold_in(run key, FINISH_KEYS + i), as NumPyro's ALMC.
@@ -229,14 +237,7 @@ def run_almc(
             final_stage=final_stage,
         )
         num_diverging = num_diverging + bad.astype(num_diverging.dtype)
-    check_chains(
-        num_diverging,
-        num_steps,
-        out.states.time,
-        schedule.times[-1],
-        strict=strict,
-        full_path=num_steps >= schedule.num_steps,
-    )
+        check_finished(bad, strict=strict)
     return ALMCResult(
         state=out.states,
         window_draw=out.window_draw,

@@ -15,7 +15,13 @@ import warnings
 import jax
 import numpy as np
 
-__all__ = ["REVERTED_SHARE", "ALMCRunWarning", "check_chains", "check_smc"]
+__all__ = [
+    "REVERTED_SHARE",
+    "ALMCRunWarning",
+    "check_chains",
+    "check_finished",
+    "check_smc",
+]
 
 #: Largest share of a chain's steps that may be reverted before a run is flagged.
 REVERTED_SHARE = 0.01
@@ -85,6 +91,25 @@ def check_chains(
                 f"{final[off][0]:.3g}): their draws are not of μ_τ."
             )
     _report(problems, strict, where)
+
+
+def check_finished(bad, *, strict, where="run_almc", what="chains") -> None:
+    """Flag draws whose final stage (:func:`~numpyro_almc.mcmc.finish`) was not
+    finite: they were left at ``τ``, so they are draws of ``μ_τ``, not ``μ_0``."""
+    if not _concrete(bad):
+        return
+    bad = _local(bad).reshape(-1)
+    if bad.any():
+        _report(
+            [
+                f"the final stage of {int(bad.sum())} of {bad.size} {what} was not "
+                "finite (a score or likelihood below τ returned NaN or inf): their "
+                "final draws are left at τ, draws of μ_τ rather than μ_0. Check "
+                "the score network at small times, or raise FinalStage's min_time."
+            ],
+            strict,
+            where,
+        )
 
 
 def check_smc(

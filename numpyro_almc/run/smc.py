@@ -17,7 +17,7 @@ from numpyro_almc.mcmc.finish import FinalStage, check_final_stage
 from numpyro_almc.path.preconditioners import check_preconditioner
 from numpyro_almc.path.schedules import ALMCSchedule, check_schedule, step_params
 from numpyro_almc.run.chains import check_fns, starting_positions
-from numpyro_almc.run.health import check_smc
+from numpyro_almc.run.health import check_finished, check_smc
 from numpyro_almc.run.loop import finish_chains, scan_steps
 from numpyro_almc.smc.almc_smc import (
     SMCInfo,
@@ -63,6 +63,10 @@ class SMCResult(NamedTuple):
     final_particles
         With ``final_stage``: the particles carried from ``τ`` to ``t = 0``
         (:func:`~numpyro_almc.mcmc.finish`; same weights), else ``None``.
+    final_diverging
+        With ``final_stage``: ``(N,)`` bool, True where a particle's final stage
+        was not finite and its final particle is left at ``τ`` (a warning names
+        how many), else ``None``.
 
     Examples
     --------
@@ -86,6 +90,7 @@ class SMCResult(NamedTuple):
     state: SMCState
     info: SMCInfo
     final_particles: ArrayTree | None = None
+    final_diverging: Array | None = None
 
 
 @functools.partial(
@@ -304,7 +309,7 @@ def run_almc_smc(
             warm_start_log_normalizer, dtype=state.log_evidence_ratio.dtype
         )
     check_smc(info.ess, state.log_evidence_ratio, num_particles, strict=strict)
-    final_particles = None
+    final_particles = final_diverging = None
     if final_stage is not None:
         # Particle c: fold_in(fold_in(run key, num_steps), 2N + c), the key
         # NumPyro's ALMCSMC gives the draw of its next step.
@@ -312,12 +317,15 @@ def run_almc_smc(
         stage_keys = jax.vmap(lambda c: jax.random.fold_in(step_key, c))(
             jnp.arange(2 * num_particles, 3 * num_particles, dtype=jnp.uint32)
         )
-        final_particles, _ = finish_chains(
+        final_particles, final_diverging = finish_chains(
             stage_keys,
             state.particles,
             loglikelihood_fn=by_identity(loglikelihood_fn),
             score_fn=by_identity(score_fn),
             final_stage=final_stage,
+        )
+        check_finished(
+            final_diverging, strict=strict, where="run_almc_smc", what="particles"
         )
     return SMCResult(
         particles=state.particles.position,
@@ -330,4 +338,5 @@ def run_almc_smc(
         state=state,
         info=info,
         final_particles=final_particles,
+        final_diverging=final_diverging,
     )

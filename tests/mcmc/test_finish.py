@@ -1,6 +1,8 @@
 """The final stage carries draws of μ_τ to μ_0: exact Gaussian and mixture
 posteriors, every front end, and clear errors where it does not apply."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -278,3 +280,71 @@ def test_numpyro_smc_collects_finished_draws():
     at_tau = mcmc.get_extra_fields(group_by_chain=True)["z"]["x"]
     assert draws.shape == (8, 2, 3) and np.all(np.isfinite(draws))
     assert not np.allclose(draws, at_tau)
+
+
+def _nan_below_tau(x, t):
+    """``SCORE`` on the annealing path, NaN below ``τ``: only a final stage sees it."""
+    return jnp.where(t < 0.999 * TAU, jnp.nan, 1.0) * SCORE(x, t)
+
+
+def nan_model(y=None):
+    x = numpyro.sample("x", na.ScorePrior(_nan_below_tau, event_shape=(3,)))
+    numpyro.sample("y", dist.Normal(A32 @ x, NOISE).to_event(1), obs=y)
+
+
+STAGE_SCHEDULE = na.budget_schedule(30, num_warm_start_steps=5, early_stop_time=TAU)
+
+
+def test_a_failed_final_stage_is_flagged_by_the_jitted_drivers():
+    """A final stage whose steps are not finite leaves the draws at ``τ`` and says
+    so: a warning (an error with ``strict=True``) naming the final stage, not the
+    path's steps; the chains' divergence counts; SMC's per-particle flags."""
+    stage = FinalStage(num_steps=4)
+    common = (jax.random.key(4), LIK, _nan_below_tau, STAGE_SCHEDULE, jnp.zeros(3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = na.run_almc(*common, num_chains=2, final_stage=stage)
+    assert [str(w.message) for w in caught if "final stage" in str(w.message)]
+    assert not [w for w in caught if "steps diverge" in str(w.message)]
+    np.testing.assert_array_equal(res.final_draw, res.state.position)
+    np.testing.assert_array_equal(res.num_diverging, [1, 1])
+    with pytest.raises(RuntimeError, match="final stage"):
+        na.run_almc(*common, num_chains=2, final_stage=stage, strict=True)
+    with pytest.warns(na.run.ALMCRunWarning, match="final stage"):
+        chunked = na.run_almc_chunked(
+            *common,
+            num_chains=2,
+            num_steps=STAGE_SCHEDULE.num_steps,
+            chunk_size=10,
+            path=None,
+            final_stage=stage,
+        )
+    np.testing.assert_array_equal(chunked.num_diverging, res.num_diverging)
+    np.testing.assert_array_equal(chunked.final_draw, chunked.state.position)
+    with pytest.warns(na.run.ALMCRunWarning, match="final stage of 4 of 4 particles"):
+        smc = na.run_almc_smc(*common, num_particles=4, final_stage=stage)
+    np.testing.assert_array_equal(smc.final_diverging, [True] * 4)
+
+
+def test_a_failed_final_stage_is_flagged_by_numpyro():
+    """NumPyro's ``diverging`` flags every sampling step whose draw could not be
+    carried to 0 (``ALMCSMC`` takes the same move, :class:`ChainMove`)."""
+    mcmc = MCMC(
+        na.ALMC(
+            nan_model,
+            likelihood_path="noised",
+            schedule=STAGE_SCHEDULE,
+            preconditioner=None,
+            final_stage=FinalStage(num_steps=4),
+        ),
+        num_warmup=STAGE_SCHEDULE.num_steps,
+        num_samples=2,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(3), y=Y32)
+    diverging = mcmc.get_extra_fields(group_by_chain=True)["diverging"]
+    np.testing.assert_array_equal(diverging, np.ones((4, 2), bool))
+    draws = mcmc.get_samples(group_by_chain=True)["x"]
+    np.testing.assert_array_equal(draws[:, -1], mcmc.last_state.z["x"])

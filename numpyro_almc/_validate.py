@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from numpyro_almc._static import by_identity
 
 __all__ = [
     "as_arrays",
@@ -174,13 +177,38 @@ def as_arrays(name: str, tree):
     return tree
 
 
+#: Checks that passed, by the functions' identity and the position's shapes: the
+#: same pair on the same shapes traces the same way (``jax.jit`` caches on the same
+#: key), and a repeated driver call would otherwise trace a network twice more
+#: (milliseconds, a third of a short 2-D run). Bounded; the oldest entry goes first.
+_CHECKED: collections.OrderedDict = collections.OrderedDict()
+_CHECKED_MAX = 64
+
+
 def check_fns(loglikelihood_fn, score_fn, position) -> None:
     """Trace both functions once on one ``position`` (shapes only, no FLOPs), so
     a wrong signature or a likelihood built for another size fails here, naming
-    the function."""
+    the function. A pair already checked on these shapes is not traced again."""
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
     position = jax.tree.map(jnp.asarray, position)
+    leaves, treedef = jax.tree.flatten(position)
+    key = (
+        by_identity(loglikelihood_fn),
+        by_identity(score_fn),
+        treedef,
+        tuple((leaf.shape, leaf.dtype) for leaf in leaves),
+    )
+    if key in _CHECKED:
+        _CHECKED.move_to_end(key)
+        return
+    _trace_fns(loglikelihood_fn, score_fn, position)
+    _CHECKED[key] = None
+    if len(_CHECKED) > _CHECKED_MAX:
+        _CHECKED.popitem(last=False)
+
+
+def _trace_fns(loglikelihood_fn, score_fn, position) -> None:
     t = jnp.ones((), jnp.result_type(*jax.tree.leaves(position)))
     time_dependent = getattr(loglikelihood_fn, "time_dependent", False)
     try:

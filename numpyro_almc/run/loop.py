@@ -27,9 +27,30 @@ from numpyro_almc.run.recorders import (
 )
 from numpyro_almc.types import Array, ArrayTree
 
+#: Steps whose per-step inputs (the chains' keys) :func:`scan_steps` derives in one
+#: vectorised call before scanning them; at most :data:`INPUT_BLOCK_ENTRIES` keys
+#: at a time. One ``fold_in`` per chain inside every step costs a quarter of a
+#: 2-D step (``benchmarks/speed_floor.py``); in blocks it costs nothing measurable.
+INPUT_BLOCK = 128
+INPUT_BLOCK_ENTRIES = 2**16
 
-def scan_steps(one_step, carry, first, num_steps: int, *, every=0, at_block_end=None):
+
+def scan_steps(
+    one_step,
+    carry,
+    first,
+    num_steps: int,
+    *,
+    every=0,
+    at_block_end=None,
+    inputs=None,
+    input_block: int = INPUT_BLOCK,
+):
     """``one_step(carry, i) -> (carry, out)`` for ``i = first, …, first+num_steps-1``.
+
+    With ``inputs`` (``steps -> pytree`` with a leading step axis, e.g. every chain's
+    key of each step), ``one_step(carry, (i, inputs_i))``: the inputs of
+    ``input_block`` steps at a time are computed in one call, outside the steps.
 
     With ``every > 0``, ``at_block_end(carry, i) -> (carry, kept)`` runs after every
     ``every``-th step ``i`` (counted from ``first``) and its ``kept`` values are
@@ -38,31 +59,57 @@ def scan_steps(one_step, carry, first, num_steps: int, *, every=0, at_block_end=
 
     Returns ``(carry, outs, kept)`` (``kept`` None without blocks).
     """
+    input_block = max(1, int(input_block))
+
+    def steps(carry, start, n: int):
+        """Steps ``start … start + n − 1`` (``n`` static)."""
+        if inputs is None:
+            return jax.lax.scan(one_step, carry, start + jnp.arange(n))
+        size = min(n, input_block)
+
+        def chunk(carry, idx):
+            return jax.lax.scan(one_step, carry, (idx, inputs(idx)))
+
+        num_chunks, remainder = divmod(n, size)
+        idx = start + jnp.arange(num_chunks * size).reshape(num_chunks, size)
+        carry, out = jax.lax.scan(chunk, carry, idx)
+        out = _flatten_leading(out)
+        if remainder:
+            carry, rest = chunk(
+                carry, start + num_chunks * size + jnp.arange(remainder)
+            )
+            out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+        return carry, out
+
     if not every:
-        carry, out = jax.lax.scan(one_step, carry, first + jnp.arange(num_steps))
+        carry, out = steps(carry, first, num_steps)
         return carry, out, None
     num_blocks, remainder = divmod(num_steps, every)
 
     def block(carry, b):
         start = first + b * every
-        carry, out = jax.lax.scan(one_step, carry, start + jnp.arange(every))
+        carry, out = steps(carry, start, every)
         carry, kept = at_block_end(carry, start + every - 1)
         return carry, (out, kept)
 
     carry, (out, kept) = jax.lax.scan(block, carry, jnp.arange(num_blocks))
-    out = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+    out = _flatten_leading(out)
     if remainder:
-        carry, rest = jax.lax.scan(
-            one_step, carry, first + num_blocks * every + jnp.arange(remainder)
-        )
+        carry, rest = steps(carry, first + num_blocks * every, remainder)
         out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, rest)
     return carry, out, kept
 
 
+def _flatten_leading(tree):
+    """Merge the two leading axes of every leaf."""
+    return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), tree)
+
+
 def chains_step(
-    kernel, keys, states, i, schedule, preconditioner, loglikelihood_fn, score_fn
+    kernel, step_keys, states, i, schedule, preconditioner, loglikelihood_fn, score_fn
 ):
-    """Step ``i`` of every chain with the step's parameters computed once.
+    """Step ``i`` of every chain (``step_keys``: their keys of this step) with the
+    step's parameters computed once.
 
     The step index is unbatched, so a time-dependent preconditioner is factored
     once per step and the warm-start branch of the move stays a real branch (no
@@ -73,7 +120,7 @@ def chains_step(
     def one(key, state):
         return kernel(key, state, loglikelihood_fn, score_fn, params)
 
-    return jax.vmap(one)(step_keys(keys, i), states)
+    return jax.vmap(one)(step_keys, states)
 
 
 class ChainsOutput(NamedTuple):
@@ -141,11 +188,23 @@ def run_chains(
         states = states_or_positions
     window_start = total_steps - save.final_window
 
-    def one_step(carry, i):
+    def inputs(idx):
+        """Every chain's key of each step, and the reservoir's uniforms."""
+        out = {"keys": jax.vmap(lambda i: step_keys(keys, i))(idx)}
+        if save.final_window:
+            out["u"] = jax.vmap(
+                lambda i: jax.vmap(
+                    lambda k: jax.random.uniform(jax.random.fold_in(k, total_steps + i))
+                )(keys)
+            )(idx)
+        return out
+
+    def one_step(carry, step):
+        i, per_step = step
         states, window, num_diverging, acc = carry
         states, info = chains_step(
             kernel,
-            keys,
+            per_step["keys"],
             states,
             i,
             schedule,
@@ -156,10 +215,7 @@ def run_chains(
         if save.final_window:
             # Reservoir sampling of one iterate uniformly from the final window.
             count = (i - window_start + 1).astype(jnp.float32)
-            u = jax.vmap(
-                lambda k: jax.random.uniform(jax.random.fold_in(k, total_steps + i))
-            )(keys)
-            take = (i >= window_start) & (u * count < 1.0)
+            take = (i >= window_start) & (per_step["u"] * count < 1.0)
             window = reservoir_update(window, states.position, take)
         num_diverging = num_diverging + info.is_diverging.astype(jnp.int32)
         return (states, window, num_diverging, acc), ALMCTrace.per_step(info)
@@ -181,6 +237,8 @@ def run_chains(
         num_steps,
         every=save.every,
         at_block_end=at_block_end,
+        inputs=inputs,
+        input_block=max(1, INPUT_BLOCK_ENTRIES // keys.shape[0]),
     )
     if kept is not None:  # (blocks, chains, ...) -> (chains, blocks, ...)
         kept = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), kept)

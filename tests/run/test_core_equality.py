@@ -252,3 +252,42 @@ def test_numpyro_almc_smc_is_run_almc_smc():
     np.testing.assert_allclose(ess, ref.ess, rtol=2e-6)
     state = mcmc.post_warmup_state
     np.testing.assert_array_equal(state.log_evidence_ratio[0], ref.log_evidence_ratio)
+
+
+@pytest.mark.parametrize("every", [0, 5])
+def test_scan_steps_with_blocked_inputs_is_a_plain_loop(every):
+    """Inputs derived in blocks (7 steps at a time, 23 steps: three full blocks and
+    a remainder, inside blocks of 5 when ``every``) reach step ``i`` as
+    ``inputs(i)``, in order: the same outputs and kept values as a Python loop."""
+    from numpyro_almc.run.loop import scan_steps
+
+    def one_step(carry, step):
+        i, u = step
+        carry = carry * 0.5 + u
+        return carry, (i, carry)
+
+    def at_block_end(carry, i):
+        return carry + 1.0, carry
+
+    carry, (idx, outs), kept = scan_steps(
+        one_step,
+        jnp.float32(1.0),
+        3,
+        23,
+        every=every,
+        at_block_end=at_block_end if every else None,
+        inputs=lambda steps: 2.0 * steps,
+        input_block=7,
+    )
+    want_carry, want_outs, want_kept = 1.0, [], []
+    for n, i in enumerate(range(3, 26)):
+        want_carry = want_carry * 0.5 + 2.0 * i
+        want_outs.append(want_carry)
+        if every and (n + 1) % every == 0:
+            want_kept.append(want_carry)
+            want_carry += 1.0
+    np.testing.assert_array_equal(idx, np.arange(3, 26))
+    np.testing.assert_allclose(outs, want_outs, rtol=1e-6)
+    np.testing.assert_allclose(carry, want_carry, rtol=1e-6)
+    if every:
+        np.testing.assert_allclose(kept, want_kept, rtol=1e-6)

@@ -807,6 +807,232 @@ def _process_state_file(run_dir, process) -> pathlib.Path | None:
     )
 
 
+def _run_config(
+    rng_key,
+    position,
+    schedule,
+    *,
+    counts,
+    sites,
+    store,
+    num_processes,
+    tag,
+    divergence_threshold,
+    inputs,
+):
+    """What a resume must match: the arguments, and fingerprints of ``inputs``."""
+    config = {
+        "version": _FORMAT_VERSION,
+        "key": _key_fingerprint(rng_key),
+        **counts,
+        "sites": sites,
+        "store": bool(store),
+        "shapes": [list(jnp.shape(v)) for v in jax.tree.leaves(position)],
+        "dtypes": [str(jnp.result_type(v)) for v in jax.tree.leaves(position)],
+        "schedule_steps": schedule.num_steps,
+        "num_processes": num_processes,
+        "tag": tag,
+        "divergence_threshold": divergence_threshold,
+    }
+    if inputs is not None:
+        config["inputs"] = {
+            k: v
+            for name, tree in inputs.items()
+            for k, v in _fingerprint(name, tree).items()
+        }
+    return config
+
+
+def _check_counts(num_chains, num_steps, chunk_size, keep_every, keep_from, max_chunks):
+    """The step and chain counts of :func:`run_almc_chunked`, checked."""
+    counts = (
+        _check_count("num_chains", num_chains, 1),
+        _check_count("num_steps", num_steps, 1),
+        _check_count("chunk_size", chunk_size, 1),
+        _check_count("keep_every", keep_every, 1),
+        _check_count("keep_from", keep_from),
+        None if max_chunks is None else _check_count("max_chunks", max_chunks, 1),
+    )
+    chunk_size, keep_every = counts[2], counts[3]
+    if chunk_size % keep_every:
+        raise ValueError(
+            f"`chunk_size` ({chunk_size}) must be a multiple of `keep_every` "
+            f"({keep_every}) so every chunk keeps whole blocks."
+        )
+    return counts
+
+
+def _open_run(run_dir, process, resume, config, names, template, mesh, num_chains):
+    """Resume the run in ``run_dir`` or start afresh: ``(saved, record)``.
+
+    ``saved`` is None for a fresh start, else ``(chunks_done, steps_done, states,
+    acc, num_diverging)`` of the last completed chunk, after checking every
+    completed chunk's file; ``template()`` gives the states' tree structure.
+    """
+    _remove_leftovers(run_dir, process)
+    if not resume:
+        state_file = None
+    elif process is None:
+        state_file = _state_file(run_dir)
+        state_file = state_file if state_file.exists() else None
+    else:
+        state_file = _process_state_file(run_dir, process)
+    if state_file is None:
+        return None, _start_fresh(run_dir, process, config, names, resume)
+    *saved, record = _load_state(
+        state_file, config, template(), len(config["sites"]), mesh, num_chains
+    )
+    chunks_done = saved[0]
+    _agree(
+        _check_committed(run_dir, process, record, chunks_done),
+        process,
+        "a damaged chunk",
+    )
+    return tuple(saved), record
+
+
+def _start_fresh(run_dir, process, config, names, resume) -> _Record:
+    """Clear an earlier run out of ``run_dir`` and record a new one (its id, run.json).
+
+    With ``resume=True`` files of an earlier run without a state file are refused
+    rather than deleted.
+    """
+    if resume:
+        files = _data_files(run_dir, process, _config_digest(config))
+        _agree(
+            _refuse_without_state(run_dir, files) if files else None,
+            process,
+            "files of an earlier run without a state file",
+        )
+    if process is None:  # everything of an earlier run, states first
+        stale = [*run_dir.glob("state*.npz"), *run_dir.glob("chunk_*.npz")]
+    else:  # this process's files only (and process 0 a one-process run's)
+        stale = [
+            _state_file(run_dir, process),
+            _state_file(run_dir, process, prev=True),
+            *run_dir.glob(f"chunk_*{_suffix(process)}.npz"),
+        ]
+        if process == 0:
+            stale.insert(0, _state_file(run_dir))
+            stale += [*run_dir.glob("chunk_" + "[0-9]" * 6 + ".npz")]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    run_id = uuid.uuid4()
+    if process is not None:  # one id for all processes: process 0's
+        from jax.experimental import multihost_utils
+
+        shared = multihost_utils.broadcast_one_to_all(
+            np.frombuffer(run_id.bytes, np.uint8)
+        )
+        run_id = uuid.UUID(bytes=bytes(np.asarray(shared).astype(np.uint8)))
+    record = _Record(run_id.hex, [], [])
+    if process in (None, 0):
+        text = json.dumps({**config, "site_names": names, "run_id": record.run_id})
+        _atomic_write(run_dir / "run.json", lambda f: f.write(text.encode()))
+    return record
+
+
+def _store_chunk(
+    file, record, *, chunk, config_digest, draws, steps, keep_from, trace, chains
+) -> _Record:
+    """Write one chunk's draws from ``keep_from`` on and its trace; the new record.
+
+    ``draws`` maps site names to this process's draws (empty: ``store=False``),
+    ``steps`` the step index of each kept block.
+    """
+    keep = steps >= keep_from
+    arrays = {}
+    for name, d in draws.items():
+        rows = _local_rows(d)[1]
+        # No copy when the whole chunk is kept (one chunk less on host).
+        arrays[f"draw/{name}"] = rows if keep.all() else rows[:, keep]
+    arrays["step"] = steps[keep].astype(np.int64)
+    for field, value in trace._asdict().items():
+        arrays[f"trace/{field}"] = _host(value)
+    if chains is not None:
+        arrays["chain"] = chains
+    digest, size = _write_chunk(
+        file, arrays, run_id=record.run_id, chunk=chunk, config_digest=config_digest
+    )
+    return _Record(record.run_id, [*record.digests, digest], [*record.sizes, size])
+
+
+def _commit_state(run_dir, process, config, chunks_done, *state) -> None:
+    """Save the state after a chunk; in a multi-process run only once every
+    process's chunk is on disk, keeping the previous state as ``.prev``."""
+    file = _state_file(run_dir, process)
+    if process is not None:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"almc chunk {chunks_done}")
+        if file.exists():
+            os.replace(file, _state_file(run_dir, process, prev=True))
+    _save_state(file, config, chunks_done, *state)
+
+
+def _result(
+    acc,
+    kept_names,
+    *,
+    states,
+    keys,
+    steps_done,
+    num_steps,
+    num_diverging,
+    schedule,
+    final_stage,
+    statics,
+    strict,
+    run_dir,
+    record,
+) -> ChunkedResult:
+    """The run's moments (per chain and pooled), health check and final stage."""
+    count, means, m2s = acc
+    n = int(_host(count))
+    mean = {s: m for s, m in zip(kept_names, means, strict=True)}
+    variance = {s: m2 / max(n, 1) for s, m2 in zip(kept_names, m2s, strict=True)}
+    # Pool equal-count chains: total variance = mean within + variance of means.
+    pooled_mean = {s: jnp.mean(m, axis=0) for s, m in mean.items()}
+    pooled_variance = {
+        s: jnp.mean(variance[s], axis=0) + jnp.var(mean[s], axis=0) for s in mean
+    }
+    if steps_done >= num_steps:
+        check_chains(
+            num_diverging,
+            num_steps,
+            states.time,
+            schedule.times[-1],
+            strict=strict,
+            where="run_almc_chunked",
+            full_path=num_steps >= schedule.num_steps,
+        )
+    final_draw = None
+    if final_stage is not None and steps_done >= num_steps:
+        final_draw, bad = finish_chains(
+            offset_keys(keys, FINISH_KEYS, states.step),
+            states,
+            loglikelihood_fn=statics["loglikelihood_fn"],
+            score_fn=statics["score_fn"],
+            final_stage=final_stage,
+        )
+        num_diverging = num_diverging + bad.astype(num_diverging.dtype)
+        check_finished(bad, strict=strict, where="run_almc_chunked")
+    return ChunkedResult(
+        state=states,
+        num_steps_done=steps_done,
+        complete=steps_done >= num_steps,
+        count=n,
+        mean=mean,
+        variance=variance,
+        pooled_mean=pooled_mean,
+        pooled_variance=pooled_variance,
+        num_diverging=num_diverging,
+        path=run_dir,
+        final_draw=final_draw,
+        run_id=None if record is None else record.run_id,
+    )
+
+
 def run_almc_chunked(
     rng_key: PRNGKey,
     loglikelihood_fn: Callable[[ArrayTree], Array],
@@ -838,9 +1064,11 @@ def run_almc_chunked(
 ) -> ChunkedResult:
     r"""Run :func:`run_almc` in chunks of ``chunk_size`` steps, streaming to disk.
 
-    (Long because it is the file protocol: the lock, the run's fingerprint, fresh
-    start or resume, multi-process state files and the barrier between them; the
-    steps themselves are :func:`numpyro_almc.run.loop.run_chains`.)
+    (Long because it is the file protocol in order: checks, the run's fingerprint
+    (``_run_config``), the lock, fresh start or resume (``_open_run``), then per
+    chunk the steps (:func:`numpyro_almc.run.loop.run_chains`), the chunk file
+    (``_store_chunk``) and the state behind a barrier (``_commit_state``), and the
+    moments (``_result``).)
 
     Device memory holds one chunk's kept draws at most; host memory the same, as
     each chunk is written and dropped. The steps are exactly those of
@@ -966,23 +1194,17 @@ def run_almc_chunked(
     final_stage = check_final_stage(final_stage, loglikelihood_fn)
     if not callable(loglikelihood_fn) or not callable(score_fn):
         raise TypeError("`loglikelihood_fn` and `score_fn` must be callables.")
-    num_chains = _check_count("num_chains", num_chains, 1)
+    counts = _check_counts(
+        num_chains, num_steps, chunk_size, keep_every, keep_from, max_chunks
+    )
+    num_chains, num_steps, chunk_size, keep_every, keep_from, max_chunks = counts
     divergence_threshold = check_divergence_threshold(divergence_threshold)
     position = as_arrays("position", position)
     check_floating("position", position)
     check_fns(loglikelihood_fn, score_fn, position)
     check_preconditioner(preconditioner, position)
-    num_steps = _check_count("num_steps", num_steps, 1)
-    chunk_size = _check_count("chunk_size", chunk_size, 1)
-    keep_every = _check_count("keep_every", keep_every, 1)
-    keep_from = _check_count("keep_from", keep_from)
-    if chunk_size % keep_every:
-        raise ValueError(
-            f"`chunk_size` ({chunk_size}) must be a multiple of `keep_every` "
-            f"({keep_every}) so every chunk keeps whole blocks."
-        )
-    if max_chunks is not None:
-        max_chunks = _check_count("max_chunks", max_chunks, 1)
+    if tag is not None and not isinstance(tag, str):
+        raise TypeError(f"`tag` must be a string or None, got {type(tag).__name__}.")
     names = site_names(position)
     kept_index = site_index(position, sites) or tuple(range(len(names)))
     kept_names = [names[j] for j in kept_index]
@@ -1001,39 +1223,38 @@ def run_almc_chunked(
     # Several processes (a mesh over their devices): each writes its own chains.
     processes = set() if mesh is None else {d.process_index for d in mesh.devices.flat}
     process = jax.process_index() if len(processes) > 1 else None
-    config = {
-        "version": _FORMAT_VERSION,
-        "key": _key_fingerprint(rng_key),
-        "num_chains": num_chains,
-        "num_steps": num_steps,
-        "chunk_size": chunk_size,
-        "keep_every": keep_every,
-        "keep_from": keep_from,
-        "sites": kept_names,
-        "store": bool(store),
-        "shapes": [list(jnp.shape(v)) for v in jax.tree.leaves(position)],
-        "dtypes": [str(jnp.result_type(v)) for v in jax.tree.leaves(position)],
-        "schedule_steps": schedule.num_steps,
-        "num_processes": max(len(processes), 1),
-        "tag": tag,
-        "divergence_threshold": divergence_threshold,
-    }
-    if tag is not None and not isinstance(tag, str):
-        raise TypeError(f"`tag` must be a string or None, got {type(tag).__name__}.")
 
     keys = shard_chains(run_keys(rng_key, num_chains), mesh)
     schedule_d = replicate(schedule, mesh)
     preconditioner_d = replicate(preconditioner, mesh)
     starts = starting_positions(rng_key, position, num_chains, init_positions)
-    if path is not None:
-        config["inputs"] = {
-            **_fingerprint("schedule", schedule),
-            **_fingerprint("preconditioner", preconditioner),
-            **_fingerprint("init_positions", starts),
-            **_fingerprint("loglikelihood_fn", loglikelihood_fn),
-            **_fingerprint("score_fn", score_fn),
-            **_fingerprint("reference_score_fn", reference_score_fn),
-        }
+    config = _run_config(
+        rng_key,
+        position,
+        schedule,
+        counts=dict(
+            num_chains=num_chains,
+            num_steps=num_steps,
+            chunk_size=chunk_size,
+            keep_every=keep_every,
+            keep_from=keep_from,
+        ),
+        sites=kept_names,
+        store=store,
+        num_processes=max(len(processes), 1),
+        tag=tag,
+        divergence_threshold=divergence_threshold,
+        inputs=None
+        if path is None
+        else dict(
+            schedule=schedule,
+            preconditioner=preconditioner,
+            init_positions=starts,
+            loglikelihood_fn=loglikelihood_fn,
+            score_fn=score_fn,
+            reference_score_fn=reference_score_fn,
+        ),
+    )
     positions = shard_chains(starts, mesh)
     del starts
     statics = dict(
@@ -1059,73 +1280,20 @@ def run_almc_chunked(
         lock = _acquire_lock(run_dir, process, break_lock)
     try:
         if run_dir is not None:
-            _remove_leftovers(run_dir, process)
-            if process is None:
-                state_file = _state_file(run_dir) if resume else None
-                if state_file is not None and not state_file.exists():
-                    state_file = None
-            else:
-                state_file = _process_state_file(run_dir, process) if resume else None
-            if state_file is not None:
-                # The tree structure of the states (to unflatten the saved leaves).
-                template = jax.eval_shape(
+            # The tree structure of the states (to unflatten saved leaves).
+            def template():
+                return jax.eval_shape(
                     lambda p: init_states(
                         p, schedule, loglikelihood_fn, score_fn, reference_score_fn
                     ),
                     positions,
                 )
-                chunks_done, steps_done, states, acc, num_diverging, record = (
-                    _load_state(
-                        state_file, config, template, len(kept_index), mesh, num_chains
-                    )
-                )
-                _agree(
-                    _check_committed(run_dir, process, record, chunks_done),
-                    process,
-                    "a damaged chunk",
-                )
-            else:
-                if resume:  # no state: refuse rather than delete an earlier run
-                    files = _data_files(run_dir, process, config_digest)
-                    _agree(
-                        _refuse_without_state(run_dir, files) if files else None,
-                        process,
-                        "files of an earlier run without a state file",
-                    )
-                if process is None:  # everything of an earlier run, states first
-                    stale = [*run_dir.glob("state*.npz"), *run_dir.glob("chunk_*.npz")]
-                else:  # this process's files only (and process 0 a one-process run's)
-                    stale = [
-                        _state_file(run_dir, process),
-                        _state_file(run_dir, process, prev=True),
-                        *run_dir.glob(f"chunk_*{_suffix(process)}.npz"),
-                    ]
-                    if process == 0:
-                        stale.insert(0, _state_file(run_dir))
-                        stale += [*run_dir.glob("chunk_" + "[0-9]" * 6 + ".npz")]
-                for file in stale:
-                    file.unlink(missing_ok=True)
-                run_id = uuid.uuid4()
-                if process is not None:  # one id for all processes: process 0's
-                    from jax.experimental import multihost_utils
 
-                    run_id = uuid.UUID(
-                        bytes=bytes(
-                            np.asarray(
-                                multihost_utils.broadcast_one_to_all(
-                                    np.frombuffer(run_id.bytes, np.uint8)
-                                )
-                            ).astype(np.uint8)
-                        )
-                    )
-                record = _Record(run_id.hex, [], [])
-                if process in (None, 0):
-                    text = json.dumps(
-                        {**config, "site_names": names, "run_id": record.run_id}
-                    )
-                    _atomic_write(
-                        run_dir / "run.json", lambda f: f.write(text.encode())
-                    )
+            saved, record = _open_run(
+                run_dir, process, resume, config, names, template, mesh, num_chains
+            )
+            if saved is not None:
+                chunks_done, steps_done, states, acc, num_diverging = saved
 
         ran = 0
         while steps_done < num_steps and (max_chunks is None or ran < max_chunks):
@@ -1149,47 +1317,28 @@ def run_almc_chunked(
                 # Nothing below waits for the chunk: without this, dispatch would run
                 # ahead and queue many chunks' buffers at once.
                 jax.block_until_ready(states)
-            # Step indices of the kept blocks of this chunk, and which are stored.
-            ends = steps_done + keep_every * np.arange(1, length // keep_every + 1) - 1
-            keep = ends >= keep_from
             if run_dir is not None:
-                arrays = {}
-                if store:
-                    for name, d in zip(kept_names, draws, strict=True):
-                        rows = _local_rows(d)[1]
-                        # No copy when the whole chunk is kept (one chunk less on host).
-                        arrays[f"draw/{name}"] = rows if keep.all() else rows[:, keep]
-                arrays["step"] = ends[keep].astype(np.int64)
-                for field, value in trace._asdict().items():
-                    arrays[f"trace/{field}"] = _host(value)
-                if process is not None:
-                    arrays["chain"] = chains
-                digest, size = _write_chunk(
+                # Step indices of the kept blocks of this chunk.
+                ends = steps_done + keep_every * np.arange(1, length // keep_every + 1)
+                record = _store_chunk(
                     _chunk_file(run_dir, chunks_done, process),
-                    arrays,
-                    run_id=record.run_id,
+                    record,
                     chunk=chunks_done,
                     config_digest=config_digest,
+                    draws=dict(zip(kept_names, draws, strict=True)) if store else {},
+                    steps=ends - 1,
+                    keep_from=keep_from,
+                    trace=trace,
+                    chains=None if process is None else chains,
                 )
-                record = _Record(
-                    record.run_id, [*record.digests, digest], [*record.sizes, size]
-                )
-                del arrays
             del draws, trace
             steps_done += length
             chunks_done += 1
             ran += 1
             if run_dir is not None:
-                file = _state_file(run_dir, process)
-                if process is not None:
-                    from jax.experimental import multihost_utils
-
-                    # Every process's chunk is on disk before any state says it is.
-                    multihost_utils.sync_global_devices(f"almc chunk {chunks_done}")
-                    if file.exists():
-                        os.replace(file, _state_file(run_dir, process, prev=True))
-                _save_state(
-                    file,
+                _commit_state(
+                    run_dir,
+                    process,
                     config,
                     chunks_done,
                     steps_done,
@@ -1205,49 +1354,20 @@ def run_almc_chunked(
         if lock is not None:
             _release_lock(run_dir, process, lock)
 
-    count, means, m2s = acc
-    n = int(_host(count))
-    mean = {s: m for s, m in zip(kept_names, means, strict=True)}
-    variance = {s: m2 / max(n, 1) for s, m2 in zip(kept_names, m2s, strict=True)}
-    # Pool equal-count chains: total variance = mean within + variance of means.
-    pooled_mean = {s: jnp.mean(m, axis=0) for s, m in mean.items()}
-    pooled_variance = {
-        s: jnp.mean(variance[s], axis=0) + jnp.var(mean[s], axis=0) for s in mean
-    }
-    if steps_done >= num_steps:
-        check_chains(
-            num_diverging,
-            num_steps,
-            states.time,
-            schedule.times[-1],
-            strict=strict,
-            where="run_almc_chunked",
-            full_path=num_steps >= schedule.num_steps,
-        )
-    final_draw = None
-    if final_stage is not None and steps_done >= num_steps:
-        final_draw, bad = finish_chains(
-            offset_keys(keys, FINISH_KEYS, states.step),
-            states,
-            loglikelihood_fn=statics["loglikelihood_fn"],
-            score_fn=statics["score_fn"],
-            final_stage=final_stage,
-        )
-        num_diverging = num_diverging + bad.astype(num_diverging.dtype)
-        check_finished(bad, strict=strict, where="run_almc_chunked")
-    return ChunkedResult(
-        state=states,
-        num_steps_done=steps_done,
-        complete=steps_done >= num_steps,
-        count=n,
-        mean=mean,
-        variance=variance,
-        pooled_mean=pooled_mean,
-        pooled_variance=pooled_variance,
+    return _result(
+        acc,
+        kept_names,
+        states=states,
+        keys=keys,
+        steps_done=steps_done,
+        num_steps=num_steps,
         num_diverging=num_diverging,
-        path=run_dir,
-        final_draw=final_draw,
-        run_id=None if record is None else record.run_id,
+        schedule=schedule,
+        final_stage=final_stage,
+        statics=statics,
+        strict=strict,
+        run_dir=run_dir,
+        record=record,
     )
 
 

@@ -294,6 +294,100 @@ def _check_positive_float(name: str, value) -> float:
     return value
 
 
+def _fit(
+    network: ScoreNetwork,
+    train_data: jax.Array,
+    valid_data: jax.Array,
+    train_key: PRNGKey,
+    valid_key: PRNGKey,
+    config: dict,
+    *,
+    log_every: int,
+    progress_bar: bool,
+) -> tuple[ScoreNetwork, list[float], list[float]]:
+    """The optimisation of :func:`train_score_network` (settings from its checked
+    ``config``): jitted chunks of ``log_every`` AdamW steps, the mean training loss
+    and the validation loss of the EMA weights after each, stopping with an error on
+    a non-finite loss."""
+    num_steps, batch_size = config["num_steps"], config["batch_size"]
+    min_time, max_time = config["min_time"], config["max_time"]
+    ema_decay = config["ema_decay"]
+    num_valid = valid_data.shape[0]
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=config["learning_rate"],
+        warmup_steps=config["warmup_steps"],
+        decay_steps=num_steps,
+        end_value=0.0,
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(schedule, weight_decay=config["weight_decay"]),
+    )
+    params, static = eqx.partition(network, eqx.is_inexact_array)
+    opt_state = optimizer.init(params)
+    ema_params = params
+    decay = 0.0 if ema_decay is None else ema_decay
+
+    def loss_fn(params, key, batch):
+        return _dsm_loss(eqx.combine(params, static), key, batch, min_time, max_time)
+
+    def train_step(carry, key):
+        params, ema_params, opt_state = carry
+        batch_key, loss_key = jax.random.split(key)
+        idx = jax.random.randint(batch_key, (batch_size,), 0, train_data.shape[0])
+        loss, grads = jax.value_and_grad(loss_fn)(params, loss_key, train_data[idx])
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        ema_params = jax.tree.map(
+            lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params
+        )
+        return (params, ema_params, opt_state), loss
+
+    @jax.jit
+    def train_chunk(carry, keys):
+        carry, losses = jax.lax.scan(train_step, carry, keys)
+        return carry, jnp.mean(losses)
+
+    @jax.jit
+    def valid_loss(ema_params):
+        # Fixed key: the validation curve is not noisy from step to step.
+        return loss_fn(ema_params, valid_key, jnp.tile(valid_data, (4, 1)))
+
+    iterator = range(0, num_steps, log_every)
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, desc="DSM training", unit="step")
+    train_history, valid_history = [], []
+    carry = (params, ema_params, opt_state)
+    for start in iterator:
+        n = min(log_every, num_steps - start)
+        keys = jax.random.split(jax.random.fold_in(train_key, start), n)
+        carry, loss = train_chunk(carry, keys)
+        train_history.append(float(loss))
+        postfix = {"train": f"{train_history[-1]:.4f}"}
+        if num_valid > 0:
+            valid_history.append(float(valid_loss(carry[1])))
+            postfix["valid"] = f"{valid_history[-1]:.4f}"
+        if not math.isfinite(train_history[-1]):
+            if bar is not None:
+                bar.close()
+            raise FloatingPointError(
+                f"training loss became non-finite at step {start + n}; lower "
+                "learning_rate or check that data is roughly unit scale."
+            )
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix(postfix)
+    if bar is not None:
+        bar.close()
+    params, ema_params, _ = carry
+    final = ema_params if ema_decay is not None else params
+    return eqx.combine(final, static), train_history, valid_history
+
+
 def train_score_network(
     rng_key: PRNGKey,
     data: ArrayLike,
@@ -455,80 +549,18 @@ def train_score_network(
     network = jax.tree.map(
         lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, network
     )
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=learning_rate,
-        warmup_steps=warmup_steps,
-        decay_steps=num_steps,
-        end_value=0.0,
+    final, train_history, valid_history = _fit(
+        network,
+        train_data,
+        valid_data,
+        train_key,
+        valid_key,
+        config,
+        log_every=log_every,
+        progress_bar=progress_bar,
     )
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(1.0),
-        optax.adamw(schedule, weight_decay=weight_decay),
-    )
-    params, static = eqx.partition(network, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
-    ema_params = params
-    decay = 0.0 if ema_decay is None else ema_decay
-
-    def loss_fn(params, key, batch):
-        return _dsm_loss(eqx.combine(params, static), key, batch, min_time, max_time)
-
-    def train_step(carry, key):
-        params, ema_params, opt_state = carry
-        batch_key, loss_key = jax.random.split(key)
-        idx = jax.random.randint(batch_key, (batch_size,), 0, train_data.shape[0])
-        loss, grads = jax.value_and_grad(loss_fn)(params, loss_key, train_data[idx])
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        ema_params = jax.tree.map(
-            lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params
-        )
-        return (params, ema_params, opt_state), loss
-
-    @jax.jit
-    def train_chunk(carry, keys):
-        carry, losses = jax.lax.scan(train_step, carry, keys)
-        return carry, jnp.mean(losses)
-
-    @jax.jit
-    def valid_loss(ema_params):
-        # Fixed key: the validation curve is not noisy from step to step.
-        return loss_fn(ema_params, valid_key, jnp.tile(valid_data, (4, 1)))
-
-    iterator = range(0, num_steps, log_every)
-    bar = None
-    if progress_bar:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_steps, desc="DSM training", unit="step")
-    train_history, valid_history = [], []
-    carry = (params, ema_params, opt_state)
-    for start in iterator:
-        n = min(log_every, num_steps - start)
-        keys = jax.random.split(jax.random.fold_in(train_key, start), n)
-        carry, loss = train_chunk(carry, keys)
-        train_history.append(float(loss))
-        postfix = {"train": f"{train_history[-1]:.4f}"}
-        if num_valid > 0:
-            valid_history.append(float(valid_loss(carry[1])))
-            postfix["valid"] = f"{valid_history[-1]:.4f}"
-        if not math.isfinite(train_history[-1]):
-            if bar is not None:
-                bar.close()
-            raise FloatingPointError(
-                f"training loss became non-finite at step {start + n}; lower "
-                "learning_rate or check that data is roughly unit scale."
-            )
-        if bar is not None:
-            bar.update(n)
-            bar.set_postfix(postfix)
-    if bar is not None:
-        bar.close()
-    params, ema_params, _ = carry
-    final = ema_params if ema_decay is not None else params
     return TrainedScoreNetwork(
-        network=eqx.combine(final, static),
+        network=final,
         config=config,
         train_loss=np.asarray(train_history, np.float32),
         validation_loss=np.asarray(valid_history, np.float32),

@@ -75,6 +75,7 @@ _ARCHITECTURE = dict(
 )
 #: Largest network time ``s`` (``t1`` of galaxygrad); the OU time is ``s / 2``.
 _NETWORK_MAX_TIME = 10.0
+_NETWORK_MIN_TIME = 0.01
 _SPACES = ("u", "flux")
 _INSTALL_HINT = "pip install numpyro_almc[galaxy]"
 
@@ -338,6 +339,13 @@ class GalaxyPrior:
 
     #: Largest OU time the networks were trained at (network time 10).
     max_time = _NETWORK_MAX_TIME / 2
+    #: Smallest OU time of :meth:`sample`'s reverse diffusion (network time 0.01),
+    #: which ends there with a Tweedie step: the prior's draws are the denoised law
+    #: at this time. End a final stage at the same time,
+    #: ``FinalStage(num_steps, min_time=prior.min_time)``, for draws of the posterior
+    #: under that prior (``benchmarks/results/final_stage_galaxy.md``: the stage's
+    #: default ``1e-4``, below the network's range, over-covers).
+    min_time = _NETWORK_MIN_TIME / 2
 
     @staticmethod
     def encode(flux: ArrayLike) -> Array:
@@ -382,7 +390,7 @@ class GalaxyPrior:
         (2, 32, 32)
         """
         kwargs.setdefault("initial_time", self.max_time)
-        kwargs.setdefault("final_time", 0.005)
+        kwargs.setdefault("final_time", self.min_time)
         draws = sample_prior(
             rng_key, self.u_score_fn, self.event_shape, num_samples, **kwargs
         )

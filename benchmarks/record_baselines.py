@@ -1,9 +1,10 @@
 """MCGdiff and TDS (the record holders on gmm25) beside DPS and ALMC-SMC.
 
-    python benchmarks/record_baselines.py              # seeds 0, 1, 2 (≈ 3–5 min)
+    python benchmarks/record_baselines.py              # d = 8, seeds 0, 1, 2 (≈ 3 min)
     python benchmarks/record_baselines.py --seeds 10   # seeds 0..9
+    python benchmarks/record_baselines.py --dims 80 800  # add d = 80, 800
 
-Problems: ``gmm25_problem(key(seed), dim=8, obs_dim=d_y)`` for d_y ∈ {1, 2, 4}, the
+Problems: ``gmm25_problem(key(seed), dim=d, obs_dim=d_y)`` for d_y ∈ {1, 2, 4}, the
 same problem seeds as ``baselines_gmm.py`` (problem seed = report seed). Every
 method uses the exact mixture score. Budget: **1000 network passes per particle**,
 counted as each method's ``num_network_passes`` (a score evaluation is one pass, a
@@ -16,7 +17,8 @@ Metrics against the exact posterior as in ``baselines_gmm.py``: mode-weight TV,
 sliced W2 (256 directions) and max-sliced W2 to 1000 exact draws, with the Monte
 Carlo floor (two exact sets). DPS and ALMC-SMC rows are read from
 ``benchmarks/results/baselines_gmm_parts`` (budget 1000, the same seeds).
-Writes ``benchmarks/results/record_baselines.md``.
+Writes ``benchmarks/results/record_baselines.{md,json}``; the dimensions run are
+merged into the JSON of earlier runs (same seeds), and the table shows them all.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from numpyro_almc.testbeds import (
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 PARTS = RESULTS / "baselines_gmm_parts"
-DIM = 8
 OBS_DIMS = (1, 2, 4)
 NUM_DRAWS = 1000
 INITIAL_TIME = 5.0  # as DPS in baselines_gmm.py
@@ -98,14 +99,14 @@ def run_method(key, weights, means, A, y, noise_std, *, sampler, num_steps,
     return x.reshape(-1, x.shape[-1]), ess, log_z, se
 
 
-def evaluate(seeds):
+def evaluate(seeds, dim):
     out = {}
     for obs_dim in OBS_DIMS:
-        section = f"d{DIM}y{obs_dim}"
+        section = f"d{dim}y{obs_dim}"
         rows = {name: [] for name in METHODS}
         floors = []
         for seed in seeds:
-            problem = gmm25_problem(jax.random.key(seed), DIM, obs_dim)
+            problem = gmm25_problem(jax.random.key(seed), dim, obs_dim)
             post = problem.posterior()
             k1, k2 = jax.random.split(jax.random.key(10_000 + seed))
             ref = mixture_sample(k1, post, NUM_DRAWS)
@@ -137,7 +138,7 @@ def evaluate(seeds):
                 })  # fmt: skip
                 print(section, seed, name,
                       {k: round(v, 3) for k, v in rows[name][-1].items()}, flush=True)  # fmt: skip
-        out[section] = {"rows": rows, "floors": floors}
+        out[section] = {"rows": rows, "floors": floors, "seeds": list(seeds)}
     return out
 
 
@@ -157,12 +158,15 @@ def _cached(section, method, seeds):
 
 def report(results, seeds, seconds):
     seed_text = ", ".join(map(str, seeds))
+    dims = sorted({int(k[1:].split("y")[0]) for k in results})
     lines = [
-        "# MCGdiff and TDS on gmm25 (d = 8) beside DPS and ALMC-SMC",
+        "# MCGdiff and TDS on gmm25 beside DPS and ALMC-SMC",
         "",
-        f"Command: `python benchmarks/record_baselines.py --seeds {len(seeds)}` "
-        f"(float32, CPU; {seconds:.0f} s). Problem seeds {seed_text} "
-        "(`gmm25_problem(key(seed), 8, d_y)`, the report seeds of "
+        f"Command: `python benchmarks/record_baselines.py --seeds {len(seeds)} "
+        f"--dims {' '.join(map(str, dims))}` (float32, CPU; one core; "
+        f"{', '.join(f'd = {d}: {seconds[d]:.0f} s' for d in dims if d in seconds)}). "
+        f"Problem seeds {seed_text} "
+        "(`gmm25_problem(key(seed), d, d_y)`, the report seeds of "
         "`baselines_gmm.md`). Metrics against the exact posterior, mean ± s.e. "
         "over the seeds: **TV** = `mode_weight_error`, **SW** = `sliced_wasserstein` "
         "(256 directions) and **max-SW** = `max_sliced_wasserstein`, 1000 draws "
@@ -173,7 +177,7 @@ def report(results, seeds, seconds):
         "1000 steps (1 pass each), TDS 500 steps (a score pass + a VJP each). "
         '"TDS (2× compute)" is TDS at 1000 steps = 2000 passes, the compute of the '
         "DPS row (1000 steps + 1000 VJPs). ALMC-SMC's row is 1000 score evaluations "
-        "plus its exact divergence ∇·s (d = 8 JVPs through the score per step), "
+        "plus its exact divergence ∇·s (d JVPs through the score per step), "
         "i.e. several times more network compute than 1000 passes. "
         "MCGdiff / TDS: one SMC run of 1000 particles (T = 5 → 10⁻³, log-SNR grid, "
         "adaptive systematic resampling at ESS < N/2, library defaults, no tuning), "
@@ -186,11 +190,11 @@ def report(results, seeds, seconds):
         "reported (Lee–Whiteley) SE; **min ESS** is the smallest ESS along a run.",
         "",
     ]
-    for obs_dim in OBS_DIMS:
-        section = f"d{DIM}y{obs_dim}"
+    for section in sorted(results, key=lambda k: tuple(map(int, k[1:].split("y")))):
+        dim, obs_dim = map(int, section[1:].split("y"))
         res = results[section]
         lines += [
-            f"## gmm25, d = 8, d_y = {obs_dim}",
+            f"## gmm25, d = {dim}, d_y = {obs_dim}",
             "",
             "| method | passes / particle | TV | SW | max-SW | log Z err | "
             "reported SE | min ESS | seconds / problem |",
@@ -216,7 +220,7 @@ def report(results, seeds, seconds):
         for method, label, passes in (
             ("dps", "DPS (baselines_gmm, ζ tuned)", "2000 (1000 + 1000 VJP)"),
             ("smc_noised", "ALMC-SMC + noised likelihood (baselines_gmm)",
-             "1000 + 8000 JVP (∇·s)"),
+             f"1000 + {1000 * dim} JVP (∇·s)"),
         ):  # fmt: skip
             rows = _cached(section, method, seeds)
             if rows is None:
@@ -242,7 +246,7 @@ def report(results, seeds, seconds):
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, obs_dim in enumerate(OBS_DIMS):
-        res = results[f"d{DIM}y{obs_dim}"]
+        res = results[f"d8y{obs_dim}"]
 
         def m(name, res=res):
             return f"{np.mean([r['msw'] for r in res['rows'][name]]):.2f}"
@@ -260,14 +264,28 @@ def report(results, seeds, seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="problem seeds 0..N-1")
+    parser.add_argument("--dims", type=int, nargs="+", default=[8])
     args = parser.parse_args()
     seeds = list(range(args.seeds))
-    t0 = time.perf_counter()
-    results = evaluate(seeds)
-    text = report(results, seeds, time.perf_counter() - t0)
+    path = RESULTS / "record_baselines.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results = {k: v for k, v in results.items() if v.get("seeds", seeds) == seeds}
+    seconds = {}
+    for dim in args.dims:
+        t0 = time.perf_counter()
+        results.update(evaluate(seeds, dim))
+        seconds[dim] = time.perf_counter() - t0
+        for section in results:  # the seconds of every dimension, kept with it
+            if section.startswith(f"d{dim}y"):
+                results[section]["seconds"] = seconds[dim]
+    for section, res in results.items():
+        seconds.setdefault(int(section[1:].split("y")[0]), res.get("seconds", 0.0))
+    if not all(f"d8y{d_y}" in results for d_y in OBS_DIMS):
+        raise SystemExit("the published-figures table needs d = 8: run --dims 8 too")
+    text = report(results, seeds, seconds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "record_baselines.md").write_text(text)
-    (RESULTS / "record_baselines.json").write_text(json.dumps(results, indent=1))
+    path.write_text(json.dumps(results, indent=1))
     print(text)
 
 

@@ -132,7 +132,10 @@ def almc_noised(model, y, key, draws, passes, step_size):
     """``MCMC(ALMC)`` on the noised path, carried to t = 0 by the final stage; the
     noised likelihood and its preconditioner come from the operator in ``op(u)``
     (at the current σ when σ is unknown)."""
-    sched = na.budget_schedule(passes - (FINAL_STAGE_STEPS - 1), step_size=step_size)
+    # The path, the one sampling step at τ and the stage's K − 1: ``passes`` in all.
+    sched = na.budget_schedule(
+        passes - 1 - (FINAL_STAGE_STEPS - 1), step_size=step_size
+    )
     return run_numpyro(
         na.ALMC,
         model,
